@@ -1,0 +1,39 @@
+"""What every stage entry point shares: argument parsing and turning user errors into one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, NoReturn
+
+from xtask.config import DatasetConfig, Params, load_params
+from xtask.errors import XTaskError
+
+
+def dataset_parser(description: str, *, seed: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("dataset", help="a dataset section of params.yaml (synthetic, cityscapes, nyu)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                            help="override the params' device")
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def dataset_config(args: argparse.Namespace) -> tuple[Params, DatasetConfig]:
+    params = load_params(args.params)
+    return params, params.dataset(args.dataset)
+
+
+def run(main: Callable[[], None]) -> NoReturn:
+    """Run ``main``; a user error becomes one line on stderr and exit status 1, Ctrl-C status 130."""
+    try:
+        main()
+    except XTaskError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0)

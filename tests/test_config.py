@@ -1,0 +1,80 @@
+import copy
+
+import pytest
+import yaml
+
+from xtask.config import load_params, parse_params
+from xtask.errors import XTaskError
+
+BASE = yaml.safe_load(open("params.yaml"))
+
+
+def test_the_shipped_params_are_valid_and_pin_the_readme_values():
+    p = load_params("params.yaml")
+    cs, nyu = p.dataset("cityscapes"), p.dataset("nyu")
+    assert (cs.height, cs.width, cs.epochs, cs.batch_size, cs.scheduler_step_size, cs.scheduler_gamma) == \
+        (128, 256, 250, 8, 80, 0.5)
+    assert (cs.alpha, cs.gamma, cs.enc_layers, cs.uncertainty_weights, cs.num_classes) == (0.01, 0.01, 34, True, 7)
+    assert (cs.lp, cs.tdep_loss, cs.tseg_loss, cs.lr, cs.betas) == ("L1", "L1", "cross", 1e-4, (0.9, 0.99))
+    assert (nyu.height, nyu.width, nyu.epochs, nyu.batch_size, nyu.scheduler_step_size) == (288, 384, 100, 6, 60)
+    assert (nyu.alpha, nyu.gamma, nyu.enc_layers, nyu.uncertainty_weights, nyu.num_classes) == \
+        (0.0001, 0.0001, 34, True, 13)
+    assert p.run == ("synthetic",) and p.seeds == (0,)
+
+
+def _with(path, value):
+    raw = copy.deepcopy(BASE)
+    node = raw
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("cityscapes.enc_layers", 20, "cityscapes.enc_layers: expected one of [18, 34, 50, 101, 152], got 20"),
+    ("cityscapes.lp", "L3", "cityscapes.lp: expected one of"),
+    ("cityscapes.lr", -0.1, "cityscapes.lr: expected a number > 0"),
+    ("cityscapes.height", 100, "cityscapes.height: expected a multiple of 32"),
+    ("cityscapes.batch_size", 0, "cityscapes.batch_size: expected an integer >= 1"),
+    ("cityscapes.batch_size", "8", "cityscapes.batch_size: expected an integer"),
+    ("cityscapes.use_pretrain", "yes", "cityscapes.use_pretrain: expected true or false"),
+    ("cityscapes.num_classes", 13, "cityscapes.num_classes: expected one of [7, 19]"),
+    ("nyu.num_classes", 7, "nyu.num_classes: expected one of [13]"),
+    ("nyu.betas", [0.9], "nyu.betas: expected a list of two numbers"),
+    ("synthetic.generate.n_train", 0, "synthetic.generate.n_train: expected an integer >= 1"),
+    ("run", ["kitti"], "run: expected names of dataset sections"),
+    ("seeds", [], "seeds: expected a non-empty list"),
+])
+def test_bad_values_name_the_key(path, value, message):
+    with pytest.raises(XTaskError) as err:
+        parse_params(_with(path, value))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_and_missing_keys():
+    raw = _with("cityscapes.learning_rate", 0.1)
+    with pytest.raises(XTaskError, match=r"cityscapes.learning_rate: unknown key \(allowed: format, input_path"):
+        parse_params(raw)
+    raw = copy.deepcopy(BASE)
+    del raw["nyu"]["epochs"]
+    with pytest.raises(XTaskError, match="nyu.epochs: missing"):
+        parse_params(raw)
+
+
+def test_exclusive_balancing_and_original_ssim_spelling():
+    with pytest.raises(XTaskError, match="exclusive"):
+        parse_params(_with("cityscapes.gradnorm", True))
+    p = parse_params(_with("cityscapes.tdep_loss", "ssim"))
+    assert p.dataset("cityscapes").tdep_loss == "SSIM"
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("run: [synthetic\n")
+    with pytest.raises(XTaskError, match="not valid YAML"):
+        load_params(bad)
+    with pytest.raises(XTaskError, match="not found"):
+        load_params(tmp_path / "nope.yaml")

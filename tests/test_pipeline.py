@@ -1,0 +1,96 @@
+"""The whole DVC pipeline, end to end, on a tiny synthetic config in a temporary copy of the repo."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"generate": {"seed": 3, "n_train": 12, "n_val": 6, "height": 64, "width": 128},
+        "height": 32, "width": 64, "epochs": 2, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = ""
+    return env
+
+
+def _copy_repo(dst: Path) -> None:
+    for name in ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "seed*.json", "results.*"))
+        else:
+            shutil.copy(src, dst / name)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["synthetic"].update(TINY)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _run(cmd, cwd):
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("repo")
+    _copy_repo(dst)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    # dvclive reads the git HEAD, as in a real clone: commit the copy first
+    for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
+                git + ["commit", "-qm", "copy"]):
+        r = _run(cmd, dst)
+        assert r.returncode == 0, r.stderr
+    r = _run([sys.executable, "-m", "dvc", "repro"], dst)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return dst
+
+
+def test_repro_writes_metrics_report_and_lock(repo):
+    m = json.loads((repo / "metrics/synthetic/xtask/seed0.json").read_text())
+    assert m["dataset"] == "synthetic" and m["method"] == "xtask" and m["seed"] == 0
+    for family in ("paper", "standard"):
+        assert {"miou", "pix_acc", "abs_err", "rel_err"} <= set(m[family])
+        assert 0 <= m[family]["miou"] <= 100 and 0 <= m[family]["pix_acc"] <= 100
+    assert m["baseline_mean_depth"]["paper_abs_err"] > 0
+    table = (repo / "metrics/results.md").read_text()
+    assert "## synthetic" in table and "XTask (Ours)" in table and "this pipeline" in table
+    assert "66.51" in table and "30.31" in table  # the original README's rows
+    assert (repo / "metrics/results.csv").read_text().startswith("dataset,method,source")
+    assert (repo / "models/synthetic/xtask/seed0/best.pt").is_file()
+    assert (repo / "models/synthetic/xtask/seed0/last.pt").is_file()
+    live = json.loads((repo / "dvclive/synthetic/xtask/seed0/metrics.json").read_text())
+    assert live["step"] == TINY["epochs"] - 1
+    assert "train@synthetic-0" in (repo / "dvc.lock").read_text()
+
+
+def test_second_repro_is_a_no_op_and_metrics_show(repo):
+    r = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert r.returncode == 0 and "didn't change" in r.stdout
+    r = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo)
+    assert r.returncode == 0 and "metrics/synthetic/xtask/seed0.json" in r.stdout
+
+
+def test_missing_cityscapes_says_where_the_data_goes(repo):
+    r = _run([sys.executable, "-m", "pipeline.prepare", "cityscapes"], repo)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data/cityscapes" in lines[0] and "leftImg8bit" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_params_fail_with_one_line(repo, tmp_path):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["synthetic"]["lp"] = "L3"
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    r = _run([sys.executable, "-m", "pipeline.train", "synthetic", "--params", str(bad)], repo)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("error: params.yaml: synthetic.lp: expected one of "
+                                "['L1', 'MSE', 'logL1', 'smoothL1'], got 'L3'")

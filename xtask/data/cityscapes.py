@@ -1,0 +1,131 @@
+"""Reader for the raw Cityscapes layout (leftImg8bit / gtFine labelIds / disparity)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from xtask.data.labels import valid_label_ids
+from xtask.errors import XTaskError
+
+IMAGE_DIR, IMAGE_SUFFIX = "leftImg8bit", "_leftImg8bit.png"
+LABEL_DIR, LABEL_SUFFIX = "gtFine", "_gtFine_labelIds.png"
+DISP_DIR, DISP_SUFFIX = "disparity", "_disparity.png"
+LAYOUT = (
+    f"<root>/{IMAGE_DIR}/<split>/<city>/<stem>{IMAGE_SUFFIX}, "
+    f"<root>/{LABEL_DIR}/<split>/<city>/<stem>{LABEL_SUFFIX}, "
+    f"<root>/{DISP_DIR}/<split>/<city>/<stem>{DISP_SUFFIX}"
+)
+# Inverse depth above this is clipped: Cityscapes' closest valid disparities are stereo noise.
+MAX_INVERSE_DEPTH = 0.4922
+
+
+@dataclass(frozen=True)
+class RawSample:
+    stem: str
+    image: Path
+    label: Path
+    disparity: Path
+
+
+def _split_dir(root: Path, sub: str, split: str) -> Path:
+    d = root / sub / split
+    if not d.is_dir():
+        raise XTaskError(f"{d}: directory not found; expected the Cityscapes layout {LAYOUT}")
+    return d
+
+
+def _index(split_dir: Path, suffix: str) -> dict[tuple[str, str], Path]:
+    """(city, stem) -> file, for the files of one kind; other files (e.g. gtFine colour) are ignored."""
+    return {
+        (p.parent.name, p.name[: -len(suffix)]): p
+        for p in split_dir.glob(f"*/*{suffix}")
+        if p.is_file()
+    }
+
+
+def list_samples(root: Path, split: str) -> list[RawSample]:
+    """All samples of ``split``, sorted by (city, stem), after checking every image has its partners."""
+    root = Path(root)
+    if not root.is_dir():
+        raise XTaskError(f"{root}: dataset root not found; expected the Cityscapes layout {LAYOUT}")
+    dirs = {sub: _split_dir(root, sub, split) for sub in (IMAGE_DIR, LABEL_DIR, DISP_DIR)}
+    images = _index(dirs[IMAGE_DIR], IMAGE_SUFFIX)
+    labels = _index(dirs[LABEL_DIR], LABEL_SUFFIX)
+    disps = _index(dirs[DISP_DIR], DISP_SUFFIX)
+    if not images:
+        raise XTaskError(f"{dirs[IMAGE_DIR]}: no *{IMAGE_SUFFIX} files; the '{split}' split is empty")
+    for sub, suffix, found in ((LABEL_DIR, LABEL_SUFFIX, labels), (DISP_DIR, DISP_SUFFIX, disps)):
+        for key in sorted(images.keys() - found.keys()):
+            missing = dirs[sub] / key[0] / f"{key[1]}{suffix}"
+            raise XTaskError(f"{missing}: file not found; every image needs its {sub} file")
+        for key in sorted(found.keys() - images.keys()):
+            raise XTaskError(f"{found[key]}: has no matching image {key[1]}{IMAGE_SUFFIX}; remove it or add the image")
+    return [
+        RawSample(stem=key[1], image=images[key], label=labels[key], disparity=disps[key])
+        for key in sorted(images)
+    ]
+
+
+def _decode(path: Path) -> np.ndarray:
+    # imdecode on the bytes (not imread) so a truncated file is reported rather than half-read,
+    # and IMREAD_UNCHANGED so bit depth and channel count can be validated.
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise XTaskError(f"{path}: cannot read file ({err.strerror})") from err
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if arr is None:
+        raise XTaskError(f"{path}: unreadable, truncated or corrupt PNG")
+    return arr
+
+
+def disparity_to_inverse_depth(p: np.ndarray) -> np.ndarray:
+    """Cityscapes uint16 disparity PNG values -> float32 inverse depth, 0 where invalid (p == 0)."""
+    p = p.astype(np.float64)
+    inv = np.where(p > 0, np.round((p - 1.0) / 256.0**2, 4), 0.0)
+    return np.minimum(inv, MAX_INVERSE_DEPTH).astype(np.float32)
+
+
+def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    if arr.shape[:2] == (height, width):
+        return arr
+    return cv2.resize(arr, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def read_sample(
+    s: RawSample, *, lut: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image uint8 (H,W,3) RGB, label uint8 (H,W) class indices / 250, inverse depth float32 (H,W))."""
+    image = _decode(s.image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise XTaskError(f"{s.image}: expected an 8-bit 3-channel colour PNG, got {_describe(image)}")
+    label = _decode(s.label)
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise XTaskError(f"{s.label}: expected an 8-bit single-channel labelIds PNG, got {_describe(label)}")
+    disp = _decode(s.disparity)
+    if disp.ndim != 2 or disp.dtype != np.uint16:
+        raise XTaskError(f"{s.disparity}: expected a 16-bit PNG (single channel), got {_describe(disp)}")
+    for path, arr in ((s.label, label), (s.disparity, disp)):
+        if arr.shape[:2] != image.shape[:2]:
+            raise XTaskError(
+                f"{path}: size {arr.shape[1]}x{arr.shape[0]} differs from its image "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+    present = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    bad = sorted(set(present.tolist()) - valid_label_ids())
+    if bad:
+        raise XTaskError(f"{s.label}: label ids {bad[:5]} are not Cityscapes label ids (expected 0..33)")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return (
+        _resize(image, height, width),
+        _resize(lut[label], height, width),
+        _resize(disparity_to_inverse_depth(disp), height, width),
+    )
+
+
+def _describe(arr: np.ndarray) -> str:
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    return f"{channels} channel(s) of {arr.dtype}"

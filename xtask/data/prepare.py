@@ -1,0 +1,143 @@
+"""The prepare stage: validate a raw dataset once and store it as fixed-size numpy arrays."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from xtask.data import cityscapes, nyu
+from xtask.data.labels import CS_IGNORE_INDEX, NYU_CLASS_NAMES, NYU_IGNORE_INDEX, cityscapes_lut
+from xtask.errors import XTaskError
+from xtask.io import atomic_path
+
+SPLITS = ("train", "val")
+FULL_SIZES = {"cityscapes": {"train": 2975, "val": 500}, "nyu": {"train": 795, "val": 654}}
+DEPTH_KINDS = {"cityscapes": "inverse_depth", "nyu": "metres"}
+IGNORE_INDEX = {"cityscapes": CS_IGNORE_INDEX, "nyu": NYU_IGNORE_INDEX}
+
+Reader = Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _readers(kind: str, raw_root: Path, num_classes: int, height: int, width: int
+             ) -> dict[str, tuple[list[str], list[Any], Reader]]:
+    """Per split: (sample names, sample handles, handle -> arrays). Lists everything before reading."""
+    if kind == "cityscapes":
+        lut = cityscapes_lut(num_classes)
+        out = {}
+        for split in SPLITS:
+            samples = cityscapes.list_samples(raw_root, split)
+            out[split] = ([s.stem for s in samples], samples,
+                          lambda s: cityscapes.read_sample(s, lut=lut, height=height, width=width))
+        return out
+    if kind == "nyu":
+        if num_classes != len(NYU_CLASS_NAMES):
+            raise XTaskError(f"num_classes: expected {len(NYU_CLASS_NAMES)} for NYUv2, got {num_classes}")
+        out = {}
+        for split in SPLITS:
+            idx = nyu.list_samples(raw_root, split)
+            out[split] = ([str(i) for i in idx], idx,
+                          lambda i, split=split: nyu.read_sample(raw_root, split, i, height=height, width=width))
+        return out
+    raise XTaskError(f"kind: expected 'cityscapes' or 'nyu', got {kind!r}")
+
+
+def _check_counts(kind: str, raw_root: Path, counts: dict[str, int], expect_full_size: bool) -> None:
+    full = FULL_SIZES[kind]
+    if counts == full:
+        return
+    found = ", ".join(f"{s} {counts[s]} (full {full[s]})" for s in SPLITS)
+    if expect_full_size:
+        raise XTaskError(f"{raw_root}: found {found} samples; expected the full {kind} dataset")
+    print(f"prepare: {raw_root} is a subset of {kind}: {found}", file=sys.stderr)
+
+
+def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, height: int, width: int,
+            expect_full_size: bool, progress: bool = True) -> dict:
+    """Read, validate and resize every train/val sample; write arrays + meta.json atomically to out_dir."""
+    raw_root, out_dir = Path(raw_root), Path(out_dir)
+    readers = _readers(kind, raw_root, num_classes, height, width)
+    counts = {split: len(readers[split][1]) for split in SPLITS}
+    _check_counts(kind, raw_root, counts, expect_full_size)
+
+    depth_sum, depth_n = 0.0, 0
+    with atomic_path(out_dir) as tmp:
+        for split in SPLITS:
+            names, handles, read = readers[split]
+            d = tmp / split
+            d.mkdir(parents=True)
+            n = len(handles)
+            # open_memmap keeps memory bounded: full Cityscapes at 256x512 is ~1.2 GB of images.
+            image = np.lib.format.open_memmap(d / "image.npy", "w+", np.uint8, (n, height, width, 3))
+            label = np.lib.format.open_memmap(d / "label.npy", "w+", np.int16, (n, height, width))
+            depth = np.lib.format.open_memmap(d / "depth.npy", "w+", np.float32, (n, height, width))
+            for i, h in enumerate(tqdm(handles, desc=f"prepare {split}", disable=None if progress else True, leave=False)):
+                image[i], label[i], depth[i] = read(h)
+                if split == "train":
+                    valid = depth[i][depth[i] > 0]
+                    depth_sum += float(valid.sum(dtype=np.float64))
+                    depth_n += int(valid.size)
+            for arr in (image, label, depth):
+                arr.flush()
+            del image, label, depth
+            (d / "stems.json").write_text(json.dumps(names) + "\n")
+        if depth_n == 0:
+            raise XTaskError(f"{raw_root}: the train split has no valid depth pixels")
+        meta = {
+            "kind": kind,
+            "num_classes": num_classes,
+            "ignore_index": IGNORE_INDEX[kind],
+            "depth_kind": DEPTH_KINDS[kind],
+            "height": height,
+            "width": width,
+            "counts": counts,
+            "train_depth_mean": depth_sum / depth_n,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+class PreparedSplit:
+    """Read-only, memory-mapped view of one split written by :func:`prepare`."""
+
+    def __init__(self, out_dir: Path, split: str) -> None:
+        out_dir = Path(out_dir)
+        hint = "run the prepare stage first"
+        meta_path = out_dir / "meta.json"
+        try:
+            self.meta: dict = json.loads(meta_path.read_text())
+            n, h, w = self.meta["counts"][split], self.meta["height"], self.meta["width"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise XTaskError(f"{meta_path}: missing or invalid prepared-data metadata; {hint}") from err
+        expected = {"image": (np.uint8, (n, h, w, 3)), "label": (np.int16, (n, h, w)),
+                    "depth": (np.float32, (n, h, w))}
+        self._arrays: list[np.ndarray] = []
+        for name, (dtype, shape) in expected.items():
+            path = out_dir / split / f"{name}.npy"
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as err:
+                raise XTaskError(f"{path}: missing or unreadable prepared array; {hint}") from err
+            if arr.dtype != dtype or arr.shape != shape:
+                raise XTaskError(
+                    f"{path}: expected {np.dtype(dtype)} {shape} as in meta.json, got {arr.dtype} {arr.shape}; {hint}"
+                )
+            self._arrays.append(arr)
+        stems_path = out_dir / split / "stems.json"
+        try:
+            self.stems: list[str] = json.loads(stems_path.read_text())
+        except (OSError, ValueError) as err:
+            raise XTaskError(f"{stems_path}: missing or invalid sample list; {hint}") from err
+        if len(self.stems) != n:
+            raise XTaskError(f"{stems_path}: expected {n} names as in meta.json, got {len(self.stems)}; {hint}")
+
+    def __len__(self) -> int:
+        return self._arrays[0].shape[0]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image uint8 (N,H,W,3), label int16 (N,H,W), depth float32 (N,H,W)) as read-only memmaps."""
+        image, label, depth = self._arrays
+        return image, label, depth

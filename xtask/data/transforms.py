@@ -1,0 +1,79 @@
+"""Batched, tensor-only augmentation that runs on whatever device the batch lives on.
+
+Random numbers are always drawn on the CPU from the caller's ``torch.Generator`` (then applied
+on the batch's device), so a run is reproducible from its seed whether it trains on CPU or GPU.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEPTH_KINDS = ("metres", "inverse_depth")
+
+
+def to_model_input(image_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float32 (N,3,H,W), scaled to [0,1] and ImageNet-normalised."""
+    x = image_u8.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def random_scale_crop(
+    image: torch.Tensor,
+    label: torch.Tensor,
+    depth: torch.Tensor,
+    *,
+    scales: Sequence[float] = (1.0, 1.2, 1.5),
+    depth_kind: str,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sample: zoom in by a scale s drawn from ``scales`` (crop an (H/s, W/s) window, resize back).
+
+    image float (N,3,H,W) is resized bilinearly (align_corners=True); label int64 (N,H,W) and
+    depth float (N,1,H,W) with nearest neighbour, so no invented classes or depths between surfaces.
+
+    Zooming in by s makes the scene look s times nearer, so depth is rescaled:
+    ``depth_kind="metres"`` divides by s (MTAN's convention), ``"inverse_depth"`` multiplies by s,
+    which is the same geometric change expressed in inverse depth. Invalid depth (0) stays 0.
+    """
+    if depth_kind not in DEPTH_KINDS:
+        raise ValueError(f"depth_kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
+    n, _, h, w = image.shape
+    which = torch.randint(len(scales), (n,), generator=generator).tolist()
+    offsets = torch.rand(n, 2, generator=generator, dtype=torch.float64).tolist()
+    images, labels, depths = [], [], []
+    for i in range(n):
+        s = float(scales[which[i]])
+        ch, cw = int(h / s), int(w / s)
+        top = min(int(offsets[i][0] * (h - ch + 1)), h - ch)
+        left = min(int(offsets[i][1] * (w - cw + 1)), w - cw)
+        img = image[i : i + 1, :, top : top + ch, left : left + cw]
+        lab = label[i : i + 1, None, top : top + ch, left : left + cw]
+        dep = depth[i : i + 1, :, top : top + ch, left : left + cw]
+        if (ch, cw) != (h, w):  # skip resampling at scale 1 so it is an exact identity
+            img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=True)
+            # Labels go through float for interpolate; class ids are small ints, so exact.
+            lab = F.interpolate(lab.to(torch.float32), size=(h, w), mode="nearest").to(label.dtype)
+            dep = F.interpolate(dep, size=(h, w), mode="nearest")
+        dep = dep / s if depth_kind == "metres" else dep * s
+        images.append(img)
+        labels.append(lab[:, 0])
+        depths.append(dep)
+    return torch.cat(images), torch.cat(labels), torch.cat(depths)
+
+
+def random_hflip(
+    image: torch.Tensor, label: torch.Tensor, depth: torch.Tensor, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mirror each sample left-right with probability 0.5 (image (N,C,H,W), label (N,H,W), depth (N,1,H,W))."""
+    flip = (torch.rand(image.shape[0], generator=generator) < 0.5).to(image.device)
+    return (
+        torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image),
+        torch.where(flip.view(-1, 1, 1), label.flip(-1), label),
+        torch.where(flip.view(-1, 1, 1, 1), depth.flip(-1), depth),
+    )

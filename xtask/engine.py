@@ -1,0 +1,44 @@
+"""What training and evaluation share: device choice, model construction, one forward pass's losses."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .batches import Batch
+from .config import DatasetConfig
+from .errors import XTaskError
+from .losses import loss_terms, task_losses
+from .model import XTaskNet, XTaskOutput
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise XTaskError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: DatasetConfig, *, pretrained: bool | None = None) -> XTaskNet:
+    return XTaskNet(cfg.enc_layers, cfg.num_classes, cfg.batch_norm, cfg.wider_ttnet,
+                    decoder_width=cfg.decoder_width, ttnet_width=cfg.ttnet_width,
+                    use_pretrain=cfg.use_pretrain if pretrained is None else pretrained,
+                    pretrained_path=cfg.pretrained_path)
+
+
+def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch) -> dict[str, torch.Tensor]:
+    return loss_terms(out, batch.seg, batch.depth, batch.depth_mask, batch.seg_mask,
+                      num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
+                      label_smoothing=cfg.label_smoothing, lp=cfg.lp, tseg_loss=cfg.tseg_loss, tdep_loss=cfg.tdep_loss)
+
+
+def combine(cfg: DatasetConfig, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return task_losses(terms, alpha=cfg.alpha, gamma=cfg.gamma)

@@ -1,0 +1,70 @@
+"""Evaluation of a trained checkpoint on the validation split: paper and standard metrics."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .batches import iterate, make_loader
+from .config import DatasetConfig
+from .data.prepare import PreparedSplit
+from .engine import build_model, select_device
+from .errors import XTaskError
+from .metrics import PaperMetrics, StandardMetrics
+
+# The settings that change the network's shape: a checkpoint must agree on all of them.
+ARCHITECTURE = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "decoder_width", "ttnet_width")
+PERCENT = ("miou", "pix_acc")
+
+
+def _percent(scores: dict[str, float]) -> dict[str, float]:
+    """mIoU and PixAcc in percent, as the tables print them; depth errors as they are."""
+    return {k: (100 * v if k in PERCENT else v) for k, v in scores.items() if k != "iou_per_class"}
+
+
+def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[str] = None,
+             progress: bool = True, root: Path = Path(".")) -> dict[str, Any]:
+    device = select_device(device_override or cfg.device)
+    state = checkpoint.load(ckpt_path, map_location=device)
+    saved = state.get("config", {})
+    for key in ARCHITECTURE:
+        if saved.get(key) != getattr(cfg, key):
+            raise XTaskError(f"{ckpt_path}: trained with {key} = {saved.get(key)!r}, but params say "
+                             f"{cfg.name}.{key} = {getattr(cfg, key)!r}; retrain (dvc repro)")
+    model = build_model(cfg, pretrained=False).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    prepared = cfg.prepared_dir(root)
+    val = PreparedSplit(prepared, "val")
+    meta = val.meta
+    loader = make_loader(val, cfg.batch_size, shuffle=False, seed=0, workers=cfg.workers)
+    paper, standard = PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index)
+    base_paper, base_std = PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index)
+    mean_depth = float(meta["train_depth_mean"])
+    kwargs = {"ignore_index": cfg.ignore_index, "depth_kind": meta["depth_kind"], "with_seg_mask": False}
+    with torch.no_grad():
+        for batch in tqdm(iterate(loader, device, **kwargs), total=len(loader), desc=f"evaluate {cfg.name}",
+                          disable=None if progress else True, file=sys.stderr):
+            # direct predictions only: the tables score the decoders, not the TTNets
+            out = model(batch.image, with_transfer=False)
+            paper.update(out.seg, out.depth, batch.seg, batch.depth)
+            standard.update(out.seg, out.depth, batch.seg, batch.depth)
+            constant = torch.full_like(batch.depth, mean_depth)
+            base_paper.update(out.seg, constant, batch.seg, batch.depth)
+            base_std.update(out.seg, constant, batch.seg, batch.depth)
+    std = standard.compute()
+    bp, bs = base_paper.compute(), base_std.compute()
+    return {
+        "dataset": cfg.name, "method": "xtask", "seed": int(state.get("seed", -1)),
+        "best_epoch": int(state["epoch"]), "val_images": len(val), "depth_unit": meta["depth_kind"],
+        "paper": _percent(paper.compute()),
+        "standard": _percent(std),
+        "standard_iou_per_class": [100 * v for v in std["iou_per_class"]],
+        "baseline_mean_depth": {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
+                                "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],
+                                "standard_rmse": bs["rmse"]},
+    }

@@ -1,0 +1,113 @@
+"""The training loop: Adam, StepLR per epoch, validation every epoch, best (by val loss) and last kept."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .balancing import make_balancer
+from .batches import iterate, make_loader
+from .config import DatasetConfig
+from .data.prepare import PreparedSplit
+from .engine import build_model, combine, compute_terms, seed_everything, select_device
+from .errors import XTaskError
+from .metrics import PaperMetrics
+
+TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
+
+
+def _batch_kwargs(cfg: DatasetConfig, depth_kind: str) -> dict[str, Any]:
+    return {"ignore_index": cfg.ignore_index, "depth_kind": depth_kind, "with_seg_mask": cfg.format == "cityscapes"}
+
+
+def run_epoch(model, balancer, cfg, loader, device, batch_kwargs, *, optimizer=None, generator=None,
+              metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True) -> dict[str, float]:
+    """One pass over ``loader``; trains when an optimizer is given. Sums stay on the device."""
+    training = optimizer is not None
+    model.train(training)
+    sums = torch.zeros(len(TERMS) + 2, dtype=torch.float64, device=device)  # terms, total, images
+    with torch.set_grad_enabled(training):
+        for batch in tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader),
+                          desc=desc, leave=False, disable=None if progress else True, file=sys.stderr):
+            out = model(batch.image)
+            terms = compute_terms(cfg, out, batch)
+            label_loss, image_loss = combine(cfg, terms)
+            if training:
+                optimizer.zero_grad(set_to_none=True)
+                total = balancer.backward(label_loss, image_loss)
+                optimizer.step()
+                balancer.after_step()
+            else:
+                total = balancer.combine(label_loss, image_loss)
+                if metrics is not None:
+                    metrics.update(out.seg, out.depth, batch.seg, batch.depth)
+            n = batch.image.shape[0]
+            sums += torch.stack([*(terms[t].detach().double() * n for t in TERMS), total.detach().double() * n,
+                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+    values = sums.tolist()  # the one host synchronisation per epoch
+    n = values[-1]
+    out = {f"loss_{t}": values[i] / n for i, t in enumerate(TERMS)}
+    out["loss"] = values[len(TERMS)] / n
+    return out
+
+
+def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
+          live=None, progress: bool = True, root: Path = Path(".")) -> dict[str, Any]:
+    """Train one seed; writes ``best.pt`` and ``last.pt`` in ``out_dir``; returns a summary."""
+    device = select_device(device_override or cfg.device)
+    seed_everything(seed)
+    prepared = cfg.prepared_dir(root)
+    train_split, val_split = PreparedSplit(prepared, "train"), PreparedSplit(prepared, "val")
+    depth_kind = train_split.meta["depth_kind"]
+    if train_split.meta["num_classes"] != cfg.num_classes:
+        raise XTaskError(f"{prepared}/meta.json: prepared for {train_split.meta['num_classes']} classes but "
+                         f"params say {cfg.name}.num_classes = {cfg.num_classes}; rerun the prepare stage")
+    model = build_model(cfg).to(device)
+    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(device)
+    optimizer = torch.optim.Adam([*model.parameters(), *balancer.parameters()], lr=cfg.lr, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.scheduler_step_size, cfg.scheduler_gamma)
+    train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, seed=seed, workers=cfg.workers)
+    val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, seed=seed, workers=cfg.workers)
+    augment = torch.Generator().manual_seed(seed + 1)
+    kwargs = _batch_kwargs(cfg, depth_kind)
+    config = dataclasses.asdict(cfg)
+    best = {"epoch": 0, "val_loss": math.inf}
+    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}", disable=None if progress else True, file=sys.stderr)
+    for epoch in epochs:
+        tr = run_epoch(model, balancer, cfg, train_loader, device, kwargs, optimizer=optimizer, generator=augment,
+                       desc="train", progress=progress)
+        metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
+        va = run_epoch(model, balancer, cfg, val_loader, device, kwargs, metrics=metrics, desc="val",
+                       progress=progress)
+        if not math.isfinite(tr["loss"]):
+            bad = [t for t in TERMS if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
+            raise XTaskError(f"training diverged: non-finite loss ({', '.join(bad)}) in epoch {epoch}; "
+                             f"the last good checkpoint is kept in {out_dir}")
+        scores = metrics.compute()
+        state = {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": config,
+                 "seed": seed, "epoch": epoch, "val_loss": va["loss"], "depth_kind": depth_kind}
+        if va["loss"] < best["val_loss"]:
+            best = {"epoch": epoch, "val_loss": va["loss"]}
+            checkpoint.save(out_dir / "best.pt", state)
+        checkpoint.save(out_dir / "last.pt", state)
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
+        if live is not None:
+            for k, v in tr.items():
+                live.log_metric(f"train/{k}", v)
+            for k, v in va.items():
+                live.log_metric(f"val/{k}", v)
+            for k, v in scores.items():
+                live.log_metric(f"val/paper_{k}", v)
+            for k, v in balancer.weights().items():
+                live.log_metric(f"balancing/{k}", v)
+            live.log_metric("lr", lr)
+            live.next_step()
+    return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "device": str(device)}
