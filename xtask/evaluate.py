@@ -11,6 +11,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .batches import iterate, make_loader
 from .config import DatasetConfig
+from .data.labels import class_names
 from .data.prepare import PreparedSplit
 from .engine import build_model, select_device
 from .errors import XTaskError
@@ -63,7 +64,8 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
         "best_epoch": int(state["epoch"]), "val_images": len(val), "depth_unit": meta["depth_kind"],
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
-        "standard_iou_per_class": [100 * v for v in std["iou_per_class"]],
+        "standard_iou_per_class": dict(zip(class_names(cfg.format, cfg.num_classes),
+                                           (100 * v for v in std["iou_per_class"]))),
         "baseline_mean_depth": {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
                                 "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],
                                 "standard_rmse": bs["rmse"]},

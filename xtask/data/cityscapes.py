@@ -18,7 +18,7 @@ LAYOUT = (
     f"<root>/{LABEL_DIR}/<split>/<city>/<stem>{LABEL_SUFFIX}, "
     f"<root>/{DISP_DIR}/<split>/<city>/<stem>{DISP_SUFFIX}"
 )
-# Inverse depth above this is clipped: Cityscapes' closest valid disparities are stereo noise.
+# Upper clip of the inverse depth, as in the original reproduction (0.4922 ~ (32257 - 1) / 256**2).
 MAX_INVERSE_DEPTH = 0.4922
 
 

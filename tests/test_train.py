@@ -1,0 +1,86 @@
+"""Training and evaluation on a tiny synthetic dataset: checkpoints, determinism, evaluation output."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from xtask import checkpoint
+from xtask.config import load_params
+from xtask.data.prepare import prepare
+from xtask.data.synthetic import generate
+from xtask.errors import XTaskError
+from xtask.evaluate import evaluate
+from xtask.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    cfg = dataclasses.replace(load_params("params.yaml").dataset("synthetic"), height=32, width=64, epochs=2,
+                              batch_size=4, decoder_width=8, ttnet_width=4, device="cpu")
+    generate(root / "raw", seed=5, n_train=8, n_val=4, height=64, width=128)
+    prepare("cityscapes", root / "raw", cfg.prepared_dir(root), num_classes=7, height=32, width=64,
+            expect_full_size=False, progress=False)
+    return root, cfg
+
+
+def test_checkpoints_are_plain_data(tiny):
+    root, cfg = tiny
+    summary = train(cfg, 0, root / "run", progress=False, root=root)
+    assert 1 <= summary["best_epoch"] <= cfg.epochs and math.isfinite(summary["best_val_loss"])
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(root / "run" / name, weights_only=True)  # refuses anything but data
+        assert state["config"]["enc_layers"] == cfg.enc_layers and state["seed"] == 0
+    assert torch.load(root / "run" / "last.pt", weights_only=True)["epoch"] == cfg.epochs
+    assert "log_vars" in torch.load(root / "run" / "last.pt", weights_only=True)["balancer"]
+
+
+def test_same_seed_same_result_on_cpu(tiny):
+    root, cfg = tiny
+    a = train(cfg, 1, root / "a", progress=False, root=root)
+    b = train(cfg, 1, root / "b", progress=False, root=root)
+    assert a == b
+    wa = torch.load(root / "a" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(root / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train(cfg, 2, root / "c", progress=False, root=root)
+    assert c["best_val_loss"] != a["best_val_loss"]
+
+
+def test_evaluate_reports_both_families_and_the_baseline(tiny):
+    root, cfg = tiny
+    train(cfg, 0, root / "ev", progress=False, root=root)
+    m = evaluate(cfg, root / "ev" / "best.pt", progress=False, root=root)
+    assert set(m["paper"]) == {"miou", "pix_acc", "abs_err", "rel_err"}
+    assert {"miou", "pix_acc", "abs_err", "rel_err", "rmse", "delta1", "delta2", "delta3"} <= set(m["standard"])
+    assert list(m["standard_iou_per_class"]) == ["flat", "construction", "object", "nature", "sky", "human",
+                                                 "vehicle"]
+    assert m["val_images"] == 4 and m["depth_unit"] == "inverse_depth"
+    assert m["baseline_mean_depth"]["paper_abs_err"] > 0
+
+
+def test_evaluate_refuses_a_checkpoint_of_another_architecture(tiny):
+    root, cfg = tiny
+    train(cfg, 0, root / "arch", progress=False, root=root)
+    other = dataclasses.replace(cfg, decoder_width=16)
+    with pytest.raises(XTaskError, match=r"trained with decoder_width = 8, but params say synthetic.decoder_width = 16"):
+        evaluate(other, root / "arch" / "best.pt", progress=False, root=root)
+
+
+class Payload:
+    """Stands for arbitrary code a pickled checkpoint could smuggle in."""
+
+
+def test_a_checkpoint_that_is_not_data_is_refused(tmp_path):
+    torch.save({"x": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(XTaskError, match="evil.pt: not a loadable checkpoint"):
+        checkpoint.load(tmp_path / "evil.pt")
+    with pytest.raises(XTaskError, match="checkpoint not found"):
+        checkpoint.load(tmp_path / "missing.pt")
+
+
+def test_missing_prepared_data_says_to_run_prepare(tmp_path):
+    cfg = load_params("params.yaml").dataset("synthetic")
+    with pytest.raises(XTaskError, match="run the prepare stage"):
+        train(cfg, 0, tmp_path / "run", progress=False, root=tmp_path)
