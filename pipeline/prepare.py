@@ -6,9 +6,10 @@ from xtask.errors import XTaskError
 
 from .cli import dataset_config, dataset_parser, run
 
-WHERE = {
-    "cityscapes": "leftImg8bit/, gtFine/ and disparity/ (README: 'Reproducing the paper')",
-    "nyu": "MTAN's preprocessed train/ and val/ folders (README: 'Reproducing the paper')",
+# What a raw dataset folder must hold, per on-disk format, and how to say so.
+EXPECTED = {
+    "cityscapes": (("leftImg8bit", "gtFine", "disparity"), "leftImg8bit/, gtFine/ and disparity/"),
+    "nyu": (("train", "val"), "MTAN's preprocessed train/ and val/ folders"),
 }
 
 
@@ -16,9 +17,10 @@ def main() -> None:
     args = dataset_parser(__doc__).parse_args()
     _, cfg = dataset_config(args)
     raw = Path(cfg.input_path)
-    if not raw.is_dir():
-        raise XTaskError(f"{raw}: dataset {cfg.name!r} not found; put {WHERE[cfg.format]} there, "
-                         f"or set {cfg.name}.input_path in params.yaml")
+    folders, description = EXPECTED[cfg.format]
+    if not raw.is_dir() or not any((raw / f).is_dir() for f in folders):
+        raise XTaskError(f"{raw}: no {cfg.name} data found; put {description} there "
+                         f"(README: 'Reproducing the paper'), or set {cfg.name}.input_path in params.yaml")
     prepare(cfg.format, raw, cfg.prepared_dir(), num_classes=cfg.num_classes, height=cfg.height, width=cfg.width,
             expect_full_size=cfg.expect_full_size, progress=not args.no_progress)
 
