@@ -84,3 +84,22 @@ def test_missing_prepared_data_says_to_run_prepare(tmp_path):
     cfg = load_params("params.yaml").dataset("synthetic")
     with pytest.raises(XTaskError, match="run the prepare stage"):
         train(cfg, 0, tmp_path / "run", progress=False, root=tmp_path)
+
+
+@pytest.mark.parametrize("options", [
+    {"gradnorm": True, "uncertainty_weights": False},
+    {"uncertainty_weights": False, "lp": "MSE", "tdep_loss": "SSIM", "tseg_loss": "kl", "label_smoothing": 0.1},
+    {"batch_norm": True, "wider_ttnet": True, "lp": "smoothL1", "num_classes": 19},
+])
+def test_every_option_trains(tiny, tmp_path, options):
+    root, cfg = tiny
+    cfg = dataclasses.replace(cfg, epochs=1, **options)
+    if cfg.num_classes != 7:
+        prepare("cityscapes", root / "raw", cfg.prepared_dir(tmp_path), num_classes=cfg.num_classes, height=32,
+                width=64, expect_full_size=False, progress=False)
+        root = tmp_path
+    summary = train(cfg, 0, tmp_path / "run", progress=False, root=root)
+    assert math.isfinite(summary["best_val_loss"])
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    if cfg.gradnorm:
+        assert state["balancer"]["task_weights"].sum().item() == pytest.approx(2.0)
