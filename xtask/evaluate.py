@@ -43,8 +43,9 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
     val = PreparedSplit(prepared, "val")
     meta = val.meta
     loader = make_loader(val, cfg.batch_size, shuffle=False, seed=0, workers=cfg.workers)
-    paper, standard = PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index)
-    base_paper, base_std = PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index)
+    families = (PaperMetrics, StandardMetrics)
+    paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
+    base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     mean_depth = float(meta["train_depth_mean"])
     kwargs = {"ignore_index": cfg.ignore_index, "depth_kind": meta["depth_kind"], "with_seg_mask": False}
     with torch.no_grad():

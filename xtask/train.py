@@ -78,7 +78,8 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     kwargs = _batch_kwargs(cfg, depth_kind)
     config = dataclasses.asdict(cfg)
     best = {"epoch": 0, "val_loss": math.inf}
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}", disable=None if progress else True, file=sys.stderr)
+    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}", disable=None if progress else True,
+                  file=sys.stderr)
     for epoch in epochs:
         tr = run_epoch(model, balancer, cfg, train_loader, device, kwargs, optimizer=optimizer, generator=augment,
                        desc="train", progress=progress)

@@ -74,7 +74,8 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
             image = np.lib.format.open_memmap(d / "image.npy", "w+", np.uint8, (n, height, width, 3))
             label = np.lib.format.open_memmap(d / "label.npy", "w+", np.int16, (n, height, width))
             depth = np.lib.format.open_memmap(d / "depth.npy", "w+", np.float32, (n, height, width))
-            for i, h in enumerate(tqdm(handles, desc=f"prepare {split}", disable=None if progress else True, leave=False)):
+            bar = tqdm(handles, desc=f"prepare {split}", disable=None if progress else True, leave=False)
+            for i, h in enumerate(bar):
                 image[i], label[i], depth[i] = read(h)
                 if split == "train":
                     valid = depth[i][depth[i] > 0]
