@@ -1,15 +1,16 @@
-"""Batches from a prepared split: whole batches read from the memory-mapped arrays, then moved to
+"""Batches from a split: whole batches read at once (memory-mapped prepared arrays), then moved to
 the device, normalised and (for training) augmented there as tensor ops."""
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Union
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, BatchSampler, SequentialSampler
 
-from .data.prepare import PreparedSplit
+from .data.prepare import STORED_IGNORE, PreparedSplit, RawSplit
 from .data.transforms import random_hflip, random_scale_crop, to_model_input
+
+Split = Union[PreparedSplit, RawSplit]
 
 
 class Batch(NamedTuple):
@@ -21,23 +22,19 @@ class Batch(NamedTuple):
 
 
 class _BatchReader(Dataset):
-    """Indexable by a list of sample indices: one fancy-indexed read per array per batch."""
+    """Indexable by a list of sample indices: a whole batch per item, so a worker reads it in one go."""
 
-    def __init__(self, split: PreparedSplit):
-        self.image, self.label, self.depth = split.arrays()
+    def __init__(self, split: Split):
+        self.split = split
 
     def __len__(self) -> int:
-        return len(self.label)
+        return len(self.split)
 
     def __getitem__(self, indices: list[int]):
-        idx = np.sort(np.asarray(indices))  # sorted reads are sequential on the memory map
-        order = np.argsort(np.argsort(np.asarray(indices)))
-        return (torch.from_numpy(np.ascontiguousarray(self.image[idx][order])),
-                torch.from_numpy(np.ascontiguousarray(self.label[idx][order])),
-                torch.from_numpy(np.ascontiguousarray(self.depth[idx][order])))
+        return tuple(torch.from_numpy(a) for a in self.split.read(indices))
 
 
-def make_loader(split: PreparedSplit, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0) -> DataLoader:
+def make_loader(split: Split, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0) -> DataLoader:
     reader = _BatchReader(split)
     sampler = RandomSampler(reader, generator=torch.Generator().manual_seed(seed)) if shuffle \
         else SequentialSampler(reader)
@@ -49,7 +46,7 @@ def to_batch(raw, device: torch.device, *, ignore_index: int, depth_kind: str, w
              augment_generator: Optional[torch.Generator] = None) -> Batch:
     image_u8, label, depth = (t.to(device, non_blocking=True) for t in raw)
     image = to_model_input(image_u8)
-    seg = label.long()
+    seg = label.long().masked_fill(label == STORED_IGNORE, ignore_index)
     depth = depth.float().unsqueeze(1)
     if augment_generator is not None:
         image, seg, depth = random_scale_crop(image, seg, depth, depth_kind=depth_kind, generator=augment_generator)

@@ -16,8 +16,27 @@ def _depth_inputs(depth_pred: torch.Tensor, depth_target: torch.Tensor):
     return pred, target, valid
 
 
+def per_image_confusion(seg_logits: torch.Tensor, seg_target: torch.Tensor, num_classes: int,
+                        ignore_index: int) -> torch.Tensor:
+    """(N, C, C) confusion matrices, [image, target, prediction], over the non-ignored pixels.
+
+    One bincount for the whole batch: the index of a pixel is image * C*C + target * C + prediction.
+    """
+    n, c = seg_logits.shape[0], num_classes
+    pred = seg_logits.detach().argmax(dim=1).flatten(1)
+    target = seg_target.flatten(1)
+    keep = (target != ignore_index) & (target >= 0) & (target < c)
+    image = torch.arange(n, device=pred.device).unsqueeze(1).expand_as(target)
+    index = (image * (c * c) + target.clamp(0, c - 1) * c + pred)[keep]
+    return torch.bincount(index, minlength=n * c * c).view(n, c, c)
+
+
 class PaperMetrics:
-    """mIoU, PixAcc, Abs, AbsRel exactly as the original computes them (fractions, not percent)."""
+    """mIoU, PixAcc, Abs, AbsRel exactly as the original computes them (fractions, not percent).
+
+    Per image, class j: intersection = confusion[j, j]; union = pixels predicted or labelled j among the
+    non-ignored pixels; classes with an empty union are skipped.
+    """
 
     def __init__(self, num_classes: int, ignore_index: int):
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -26,26 +45,19 @@ class PaperMetrics:
     def update(self, seg_logits: torch.Tensor, depth_pred: torch.Tensor, seg_target: torch.Tensor,
                depth_target: torch.Tensor) -> None:
         n = seg_logits.shape[0]
-        pred = seg_logits.detach().argmax(dim=1)
-        counted = seg_target != self.ignore_index
-        # Pixel accuracy: correct pixels (an ignored target never equals a class) / non-ignored pixels.
-        pix_acc = (pred == seg_target).flatten(1).sum(1).double() / counted.flatten(1).sum(1).clamp_min(1).double()
-        # Per-image IoU per class; union counts only non-ignored pixels, intersection counts all.
-        classes = torch.arange(self.num_classes, device=pred.device).view(1, -1, 1)
-        p = pred.flatten(1).unsqueeze(1) == classes
-        t = seg_target.flatten(1).unsqueeze(1) == classes
-        inter = (p & t).sum(2).double()
-        union = ((p | t) & counted.flatten(1).unsqueeze(1)).sum(2).double()
+        conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).double()
+        inter = conf.diagonal(dim1=1, dim2=2)
+        union = conf.sum(1) + conf.sum(2) - inter
         present = union > 0
-        iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(inter))
-        miou = iou.sum(1) / present.sum(1).clamp_min(1)
+        miou = (inter / union.clamp_min(1)).sum(1) / present.sum(1).clamp_min(1)
+        pix_acc = inter.sum(1) / conf.sum((1, 2)).clamp_min(1)
         dp, dt, valid = _depth_inputs(depth_pred, depth_target)
         err = (dp - dt).abs()
         count = valid.sum().clamp_min(1).double()
         abs_err = (err * valid).sum().double() / count
         rel_err = (err / dt.where(valid, torch.ones_like(dt)) * valid).sum().double() / count
         batch = torch.stack([miou.sum(), pix_acc.sum(), abs_err * n, rel_err * n,
-                             torch.tensor(float(n), dtype=torch.float64, device=pred.device)])
+                             torch.full((), float(n), dtype=torch.float64, device=conf.device)])
         self._sums = batch if self._sums is None else self._sums + batch
 
     def compute(self) -> dict[str, float]:
@@ -65,11 +77,7 @@ class StandardMetrics:
 
     def update(self, seg_logits: torch.Tensor, depth_pred: torch.Tensor, seg_target: torch.Tensor,
                depth_target: torch.Tensor) -> None:
-        c = self.num_classes
-        pred = seg_logits.detach().argmax(dim=1).flatten()
-        target = seg_target.flatten()
-        keep = (target != self.ignore_index) & (target >= 0) & (target < c)
-        conf = torch.bincount(target[keep] * c + pred[keep], minlength=c * c).view(c, c)
+        conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).sum(0)
         self._confusion = conf if self._confusion is None else self._confusion + conf
         dp, dt, valid = _depth_inputs(depth_pred, depth_target)
         dp, dt = dp[valid].double(), dt[valid].double()

@@ -18,6 +18,8 @@ SPLITS = ("train", "val")
 FULL_SIZES = {"cityscapes": {"train": 2975, "val": 500}, "nyu": {"train": 795, "val": 654}}
 DEPTH_KINDS = {"cityscapes": "inverse_depth", "nyu": "metres"}
 IGNORE_INDEX = {"cityscapes": CS_IGNORE_INDEX, "nyu": NYU_IGNORE_INDEX}
+# Labels are stored as uint8; an ignore index that does not fit (NYUv2's -1) is stored as this value.
+STORED_IGNORE = 255
 
 Reader = Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -72,11 +74,11 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
             n = len(handles)
             # open_memmap keeps memory bounded: full Cityscapes at 256x512 is ~1.2 GB of images.
             image = np.lib.format.open_memmap(d / "image.npy", "w+", np.uint8, (n, height, width, 3))
-            label = np.lib.format.open_memmap(d / "label.npy", "w+", np.int16, (n, height, width))
+            label = np.lib.format.open_memmap(d / "label.npy", "w+", np.uint8, (n, height, width))
             depth = np.lib.format.open_memmap(d / "depth.npy", "w+", np.float32, (n, height, width))
             bar = tqdm(handles, desc=f"prepare {split}", disable=None if progress else True, leave=False)
             for i, h in enumerate(bar):
-                image[i], label[i], depth[i] = read(h)
+                image[i], label[i], depth[i] = to_stored(read(h))
                 if split == "train":
                     valid = depth[i][depth[i] > 0]
                     depth_sum += float(valid.sum(dtype=np.float64))
@@ -113,7 +115,7 @@ class PreparedSplit:
             n, h, w = self.meta["counts"][split], self.meta["height"], self.meta["width"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise XTaskError(f"{meta_path}: missing or invalid prepared-data metadata; {hint}") from err
-        expected = {"image": (np.uint8, (n, h, w, 3)), "label": (np.int16, (n, h, w)),
+        expected = {"image": (np.uint8, (n, h, w, 3)), "label": (np.uint8, (n, h, w)),
                     "depth": (np.float32, (n, h, w))}
         self._arrays: list[np.ndarray] = []
         for name, (dtype, shape) in expected.items():
@@ -139,6 +141,44 @@ class PreparedSplit:
         return self._arrays[0].shape[0]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image uint8 (N,H,W,3), label int16 (N,H,W), depth float32 (N,H,W)) as read-only memmaps."""
+        """(image uint8 (N,H,W,3), label uint8 (N,H,W), depth float32 (N,H,W)) as read-only memmaps.
+
+        Labels hold class indices, the dataset's ignore index, or STORED_IGNORE where that does not fit.
+        """
         image, label, depth = self._arrays
         return image, label, depth
+
+    def read(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The samples at ``indices``, in that order, as fresh (writable) arrays: one read per array."""
+        idx = np.asarray(indices)
+        order = np.argsort(idx, kind="stable")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(idx))
+        # reading rows in ascending order keeps the memory-map access sequential
+        return tuple(np.ascontiguousarray(arr[idx[order]][back]) for arr in self._arrays)
+
+
+def to_stored(sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A reader's (image, label, depth) in the prepared dtypes: labels uint8, negative ignore -> STORED_IGNORE."""
+    image, label, depth = sample
+    return image, np.where(label < 0, STORED_IGNORE, label).astype(np.uint8), depth.astype(np.float32)
+
+
+class RawSplit:
+    """The same interface as PreparedSplit, decoding the raw files for every read.
+
+    This is the original's data path (a PNG triple decoded per sample per epoch): slow, kept to show
+    that the prepared path gives the same batches.
+    """
+
+    def __init__(self, kind: str, raw_root: Path, split: str, *, num_classes: int, height: int, width: int):
+        self.names, self._handles, self._read = _readers(kind, Path(raw_root), num_classes, height, width)[split]
+        self.meta = {"kind": kind, "num_classes": num_classes, "ignore_index": IGNORE_INDEX[kind],
+                     "depth_kind": DEPTH_KINDS[kind], "height": height, "width": width}
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def read(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        samples = [to_stored(self._read(self._handles[i])) for i in indices]
+        return tuple(np.stack(parts) for parts in zip(*samples))
