@@ -103,3 +103,31 @@ def test_every_option_trains(tiny, tmp_path, options):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     if cfg.gradnorm:
         assert state["balancer"]["task_weights"].sum().item() == pytest.approx(2.0)
+
+
+def test_raw_and_prepared_data_paths_train_identically(tiny):
+    # the original decodes the raw PNGs per sample; the prepared copy must give the very same run
+    root, cfg = tiny
+    prepared = train(cfg, 3, root / "prepared_path", progress=False, root=root)
+    raw = train(dataclasses.replace(cfg, data_source="raw", input_path="raw"), 3, root / "raw_path",
+                progress=False, root=root)
+    assert prepared == raw
+    wa = torch.load(root / "prepared_path" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(root / "raw_path" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_trains_on_cpu(tiny, tmp_path, amp):
+    root, cfg = tiny
+    summary = train(dataclasses.replace(cfg, epochs=1, amp=amp), 0, tmp_path, progress=False, root=root)
+    assert summary["amp"] == amp and math.isfinite(summary["best_val_loss"])
+    m = evaluate(dataclasses.replace(cfg, amp=amp), tmp_path / "best.pt", progress=False, root=root)
+    assert m["amp"] == amp and 0 <= m["paper"]["miou"] <= 100
+
+
+def test_channels_last_gives_the_same_function(tiny):
+    root, cfg = tiny
+    base = train(cfg, 4, root / "cl_off", progress=False, root=root)
+    cl = train(dataclasses.replace(cfg, channels_last="on"), 4, root / "cl_on", progress=False, root=root)
+    assert cl["best_val_loss"] == pytest.approx(base["best_val_loss"], rel=1e-3)

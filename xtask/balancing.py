@@ -11,9 +11,10 @@ class FixedWeights(nn.Module):
     def combine(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
         return label_loss + image_loss
 
-    def backward(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
+    def backward(self, label_loss: torch.Tensor, image_loss: torch.Tensor, scaler=None) -> torch.Tensor:
+        """Backpropagate the combined loss (through ``scaler`` for fp16); return it, detached."""
         total = self.combine(label_loss, image_loss)
-        total.backward()
+        (scaler.scale(total) if scaler is not None else total).backward()
         return total.detach()
 
     def after_step(self) -> None:
@@ -64,12 +65,14 @@ class GradNorm(FixedWeights):
     def combine(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
         return self.task_weights[0] * label_loss + self.task_weights[1] * image_loss
 
-    def backward(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
+    def backward(self, label_loss: torch.Tensor, image_loss: torch.Tensor, scaler=None) -> torch.Tensor:
+        if scaler is not None:
+            raise ValueError("GradNorm does not support fp16 loss scaling")
         shared = self._shared[0]
         losses = torch.stack([label_loss, image_loss])
-        if not bool(self.initialised):
-            self.initial_losses.copy_(losses.detach())
-            self.initialised.fill_(True)
+        # the first call records the initial losses; torch.where keeps the host out of it (no sync)
+        self.initial_losses.copy_(torch.where(self.initialised, self.initial_losses, losses.detach()))
+        self.initialised.fill_(True)
         weighted = self.task_weights * losses
         norms = torch.stack([
             torch.autograd.grad(weighted[i], shared, retain_graph=True, create_graph=True)[0].norm()

@@ -2,6 +2,7 @@
 the device, normalised and (for training) augmented there as tensor ops."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, NamedTuple, Optional, Union
 
 import torch
@@ -32,6 +33,14 @@ class _BatchReader(Dataset):
 
     def __getitem__(self, indices: list[int]):
         return tuple(torch.from_numpy(a) for a in self.split.read(indices))
+
+
+def open_split(cfg, split: str, root: Path = Path(".")) -> Split:
+    """The split that training reads: the prepared copy, or the raw files (``data_source: raw``)."""
+    if cfg.data_source == "raw":
+        return RawSplit(cfg.format, root / cfg.input_path, split, num_classes=cfg.num_classes,
+                        height=cfg.height, width=cfg.width)
+    return PreparedSplit(cfg.prepared_dir(root), split)
 
 
 def make_loader(split: Split, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0) -> DataLoader:

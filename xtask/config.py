@@ -18,6 +18,9 @@ from .model import ENC_LAYERS
 
 FORMATS = ("cityscapes", "nyu")
 DEVICES = ("auto", "cpu", "cuda")
+AMP = ("auto", "off", "bf16", "fp16")
+SWITCH = ("auto", "on", "off")
+DATA_SOURCES = ("prepared", "raw")
 CLASSES = {"cityscapes": (7, 19), "nyu": (13,)}
 
 
@@ -65,6 +68,10 @@ class DatasetConfig:
     expect_full_size: bool = False
     workers: int = 0
     device: str = "auto"
+    amp: str = "auto"
+    channels_last: str = "auto"
+    compile: bool = False
+    data_source: str = "prepared"
     generate: Optional[GenerateConfig] = None
 
     @property
@@ -178,6 +185,9 @@ def parse_dataset(name: str, raw: Any) -> DatasetConfig:
     if uncertainty and gradnorm:
         raise XTaskError(f"params.yaml: {name}.gradnorm: uncertainty_weights and gradnorm are exclusive; "
                          "set one of them to false")
+    if v["gradnorm"] and v["amp"] == "fp16":
+        raise XTaskError(f"params.yaml: {name}.amp: fp16 loss scaling is not supported with gradnorm; "
+                         "use bf16 or off")
     tdep = v["tdep_loss"]
     tdep = "SSIM" if tdep == "ssim" else tdep  # the original's spelling
     pretrained = v["pretrained_path"]
@@ -210,6 +220,10 @@ def parse_dataset(name: str, raw: Any) -> DatasetConfig:
         expect_full_size=_bool(k("expect_full_size"), v["expect_full_size"]),
         workers=_int(k("workers"), v["workers"], lo=0),
         device=_choice(k("device"), v["device"], DEVICES),
+        amp=_choice(k("amp"), v["amp"], AMP),
+        channels_last=_choice(k("channels_last"), v["channels_last"], SWITCH),
+        compile=_bool(k("compile"), v["compile"]),
+        data_source=_choice(k("data_source"), v["data_source"], DATA_SOURCES),
         generate=None if v["generate"] is None else _generate(k("generate"), v["generate"]),
     )
 

@@ -8,17 +8,8 @@ import torch
 
 from .batches import Batch
 from .config import DatasetConfig
-from .errors import XTaskError
 from .losses import loss_terms, task_losses
 from .model import XTaskNet, XTaskOutput
-
-
-def select_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise XTaskError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def seed_everything(seed: int) -> None:

@@ -13,7 +13,8 @@ from .batches import iterate, make_loader
 from .config import DatasetConfig
 from .data.labels import class_names
 from .data.prepare import PreparedSplit
-from .engine import build_model, select_device
+from .engine import build_model
+from .hardware import resolve
 from .errors import XTaskError
 from .metrics import PaperMetrics, StandardMetrics
 
@@ -28,17 +29,19 @@ def _percent(scores: dict[str, float]) -> dict[str, float]:
 
 
 def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[str] = None,
-             progress: bool = True, root: Path = Path(".")) -> dict[str, Any]:
-    device = select_device(device_override or cfg.device)
+             amp_override: Optional[str] = None, progress: bool = True, root: Path = Path(".")) -> dict[str, Any]:
+    """Scores the prepared validation split (whatever ``data_source`` training read)."""
+    hw = resolve(cfg, device_override, amp_override=amp_override)
+    device = hw.device
     state = checkpoint.load(ckpt_path, map_location=device)
     saved = state.get("config", {})
     for key in ARCHITECTURE:
         if saved.get(key) != getattr(cfg, key):
             raise XTaskError(f"{ckpt_path}: trained with {key} = {saved.get(key)!r}, but params say "
                              f"{cfg.name}.{key} = {getattr(cfg, key)!r}; retrain (dvc repro)")
-    model = build_model(cfg, pretrained=False).to(device)
+    model = build_model(cfg, pretrained=False)
     model.load_state_dict(state["model"])
-    model.eval()
+    run_model = hw.model(model).eval()
     prepared = cfg.prepared_dir(root)
     val = PreparedSplit(prepared, "val")
     meta = val.meta
@@ -52,7 +55,8 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
         for batch in tqdm(iterate(loader, device, **kwargs), total=len(loader), desc=f"evaluate {cfg.name}",
                           disable=None if progress else True, file=sys.stderr):
             # direct predictions only: the tables score the decoders, not the TTNets
-            out = model(batch.image, with_transfer=False)
+            with hw.autocast():
+                out = run_model(hw.input(batch.image), with_transfer=False)
             paper.update(out.seg, out.depth, batch.seg, batch.depth)
             standard.update(out.seg, out.depth, batch.seg, batch.depth)
             constant = torch.full_like(batch.depth, mean_depth)
@@ -63,6 +67,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
     return {
         "dataset": cfg.name, "method": "xtask", "seed": int(state.get("seed", -1)),
         "best_epoch": int(state["epoch"]), "val_images": len(val), "depth_unit": meta["depth_kind"],
+        "amp": hw.amp,
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
         "standard_iou_per_class": dict(zip(class_names(cfg.format, cfg.num_classes),

@@ -12,11 +12,11 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .balancing import make_balancer
-from .batches import iterate, make_loader
+from .batches import iterate, make_loader, open_split
 from .config import DatasetConfig
-from .data.prepare import PreparedSplit
-from .engine import build_model, combine, compute_terms, seed_everything, select_device
+from .engine import build_model, combine, compute_terms, seed_everything
 from .errors import XTaskError
+from .hardware import Hardware, resolve
 from .metrics import PaperMetrics
 
 TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
@@ -26,22 +26,32 @@ def _batch_kwargs(cfg: DatasetConfig, depth_kind: str) -> dict[str, Any]:
     return {"ignore_index": cfg.ignore_index, "depth_kind": depth_kind, "with_seg_mask": cfg.format == "cityscapes"}
 
 
-def run_epoch(model, balancer, cfg, loader, device, batch_kwargs, *, optimizer=None, generator=None,
-              metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True) -> dict[str, float]:
-    """One pass over ``loader``; trains when an optimizer is given. Sums stay on the device."""
+def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optimizer=None, scaler=None,
+              generator=None, metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True
+              ) -> dict[str, float]:
+    """One pass over ``loader``; trains when an optimizer is given.
+
+    Nothing in the loop waits for the device: the loss sums stay there until the epoch ends.
+    """
     training = optimizer is not None
+    device = hw.device
     model.train(training)
     sums = torch.zeros(len(TERMS) + 2, dtype=torch.float64, device=device)  # terms, total, images
     with torch.set_grad_enabled(training):
         for batch in tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader),
                           desc=desc, leave=False, disable=None if progress else True, file=sys.stderr):
-            out = model(batch.image)
-            terms = compute_terms(cfg, out, batch)
+            with hw.autocast():
+                out = model(hw.input(batch.image))
+            terms = compute_terms(cfg, out, batch)  # in fp32 whatever the autocast dtype
             label_loss, image_loss = combine(cfg, terms)
             if training:
                 optimizer.zero_grad(set_to_none=True)
-                total = balancer.backward(label_loss, image_loss)
-                optimizer.step()
+                total = balancer.backward(label_loss, image_loss, scaler)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
                 balancer.after_step()
             else:
                 total = balancer.combine(label_loss, image_loss)
@@ -58,19 +68,21 @@ def run_epoch(model, balancer, cfg, loader, device, batch_kwargs, *, optimizer=N
 
 
 def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
-          live=None, progress: bool = True, root: Path = Path(".")) -> dict[str, Any]:
+          amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path(".")
+          ) -> dict[str, Any]:
     """Train one seed; writes ``best.pt`` and ``last.pt`` in ``out_dir``; returns a summary."""
-    device = select_device(device_override or cfg.device)
+    hw = resolve(cfg, device_override, amp_override=amp_override)
     seed_everything(seed)
-    prepared = cfg.prepared_dir(root)
-    train_split, val_split = PreparedSplit(prepared, "train"), PreparedSplit(prepared, "val")
+    train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
     depth_kind = train_split.meta["depth_kind"]
     if train_split.meta["num_classes"] != cfg.num_classes:
-        raise XTaskError(f"{prepared}/meta.json: prepared for {train_split.meta['num_classes']} classes but "
-                         f"params say {cfg.name}.num_classes = {cfg.num_classes}; rerun the prepare stage")
-    model = build_model(cfg).to(device)
-    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(device)
-    optimizer = torch.optim.Adam([*model.parameters(), *balancer.parameters()], lr=cfg.lr, betas=cfg.betas)
+        raise XTaskError(f"{cfg.prepared_dir(root)}/meta.json: prepared for {train_split.meta['num_classes']} "
+                         f"classes but params say {cfg.name}.num_classes = {cfg.num_classes}; rerun the prepare stage")
+    model = build_model(cfg)
+    run_model = hw.model(model)
+    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(hw.device)
+    optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
+    scaler = hw.grad_scaler()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.scheduler_step_size, cfg.scheduler_gamma)
     train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, seed=seed, workers=cfg.workers)
     val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, seed=seed, workers=cfg.workers)
@@ -81,10 +93,10 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}", disable=None if progress else True,
                   file=sys.stderr)
     for epoch in epochs:
-        tr = run_epoch(model, balancer, cfg, train_loader, device, kwargs, optimizer=optimizer, generator=augment,
-                       desc="train", progress=progress)
+        tr = run_epoch(run_model, balancer, cfg, train_loader, hw, kwargs, optimizer=optimizer, scaler=scaler,
+                       generator=augment, desc="train", progress=progress)
         metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
-        va = run_epoch(model, balancer, cfg, val_loader, device, kwargs, metrics=metrics, desc="val",
+        va = run_epoch(run_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics, desc="val",
                        progress=progress)
         if not math.isfinite(tr["loss"]):
             bad = [t for t in TERMS if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
@@ -92,7 +104,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                              f"the last good checkpoint is kept in {out_dir}")
         scores = metrics.compute()
         state = {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": config,
-                 "seed": seed, "epoch": epoch, "val_loss": va["loss"], "depth_kind": depth_kind}
+                 "seed": seed, "epoch": epoch, "val_loss": va["loss"], "depth_kind": depth_kind, "amp": hw.amp}
         if va["loss"] < best["val_loss"]:
             best = {"epoch": epoch, "val_loss": va["loss"]}
             checkpoint.save(out_dir / "best.pt", state)
@@ -111,4 +123,5 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                 live.log_metric(f"balancing/{k}", v)
             live.log_metric("lr", lr)
             live.next_step()
-    return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "device": str(device)}
+    return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "device": str(hw.device),
+            "amp": hw.amp, "last_val": {**va, **{f"paper_{k}": v for k, v in scores.items()}}}
