@@ -20,15 +20,17 @@ def per_image_confusion(seg_logits: torch.Tensor, seg_target: torch.Tensor, num_
                         ignore_index: int) -> torch.Tensor:
     """(N, C, C) confusion matrices, [image, target, prediction], over the non-ignored pixels.
 
-    One bincount for the whole batch: the index of a pixel is image * C*C + target * C + prediction.
+    One bincount for the whole batch: a pixel's bin is image * C*C + target * C + prediction, and
+    ignored pixels go to one extra bin that is dropped.
     """
     n, c = seg_logits.shape[0], num_classes
-    pred = seg_logits.detach().argmax(dim=1).flatten(1)
-    target = seg_target.flatten(1)
+    # max().indices, not argmax(): the same first-maximum rule, several times faster on CPU for dim=1
+    pred = seg_logits.detach().max(dim=1).indices.flatten(1).int()
+    target = seg_target.flatten(1).int()
     keep = (target != ignore_index) & (target >= 0) & (target < c)
-    image = torch.arange(n, device=pred.device).unsqueeze(1).expand_as(target)
-    index = (image * (c * c) + target.clamp(0, c - 1) * c + pred)[keep]
-    return torch.bincount(index, minlength=n * c * c).view(n, c, c)
+    image = torch.arange(n, device=pred.device, dtype=torch.int32).unsqueeze(1) * (c * c)
+    index = torch.where(keep, image + target * c + pred, n * c * c)
+    return torch.bincount(index.flatten(), minlength=n * c * c + 1)[:-1].view(n, c, c)
 
 
 class PaperMetrics:

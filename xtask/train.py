@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .balancing import make_balancer
-from .batches import iterate, make_loader, open_split
+from .batches import Batch, iterate, make_loader, open_split
 from .config import DatasetConfig
 from .engine import build_model, combine, compute_terms, seed_everything
 from .errors import XTaskError
@@ -24,6 +24,30 @@ TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
 
 def _batch_kwargs(cfg: DatasetConfig, depth_kind: str) -> dict[str, Any]:
     return {"ignore_index": cfg.ignore_index, "depth_kind": depth_kind, "with_seg_mask": cfg.format == "cityscapes"}
+
+
+def forward_losses(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch):
+    """(outputs, loss terms, balanced total) of one batch."""
+    with hw.autocast():
+        out = model(hw.input(batch.image))
+    terms = compute_terms(cfg, out, batch)  # in fp32 whatever the autocast dtype
+    return out, terms, balancer.combine(*combine(cfg, terms))
+
+
+def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, optimizer, scaler=None):
+    """One optimisation step; returns the loss terms and the balanced total (on the device)."""
+    with hw.autocast():
+        out = model(hw.input(batch.image))
+    terms = compute_terms(cfg, out, batch)
+    optimizer.zero_grad(set_to_none=True)
+    total = balancer.backward(*combine(cfg, terms), scaler)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    balancer.after_step()
+    return terms, total
 
 
 def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optimizer=None, scaler=None,
@@ -40,21 +64,10 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
     with torch.set_grad_enabled(training):
         for batch in tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader),
                           desc=desc, leave=False, disable=None if progress else True, file=sys.stderr):
-            with hw.autocast():
-                out = model(hw.input(batch.image))
-            terms = compute_terms(cfg, out, batch)  # in fp32 whatever the autocast dtype
-            label_loss, image_loss = combine(cfg, terms)
             if training:
-                optimizer.zero_grad(set_to_none=True)
-                total = balancer.backward(label_loss, image_loss, scaler)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                balancer.after_step()
+                terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler)
             else:
-                total = balancer.combine(label_loss, image_loss)
+                out, terms, total = forward_losses(model, balancer, cfg, hw, batch)
                 if metrics is not None:
                     metrics.update(out.seg, out.depth, batch.seg, batch.depth)
             n = batch.image.shape[0]
