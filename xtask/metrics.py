@@ -29,8 +29,11 @@ def per_image_confusion(seg_logits: torch.Tensor, seg_target: torch.Tensor, num_
     target = seg_target.flatten(1).int()
     keep = (target != ignore_index) & (target >= 0) & (target < c)
     image = torch.arange(n, device=pred.device, dtype=torch.int32).unsqueeze(1) * (c * c)
-    index = torch.where(keep, image + target * c + pred, n * c * c)
-    return torch.bincount(index.flatten(), minlength=n * c * c + 1)[:-1].view(n, c, c)
+    index = torch.where(keep, image + target * c + pred, n * c * c).flatten()
+    # index_add_ rather than bincount: CUDA's bincount reads the maximum back to the host (a sync)
+    counts = torch.zeros(n * c * c + 1, dtype=torch.int64, device=pred.device)
+    counts.index_add_(0, index, torch.ones_like(index, dtype=torch.int64))
+    return counts[:-1].view(n, c, c)
 
 
 class PaperMetrics:
@@ -82,14 +85,14 @@ class StandardMetrics:
         conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).sum(0)
         self._confusion = conf if self._confusion is None else self._confusion + conf
         dp, dt, valid = _depth_inputs(depth_pred, depth_target)
-        dp, dt = dp[valid].double(), dt[valid].double()
-        err = (dp - dt).abs()
+        # masks, not boolean indexing, so that nothing waits for the device
+        dp, dt, v = dp.double(), dt.where(valid, torch.ones_like(dt)).double(), valid.double()
+        err = (dp - dt).abs() * v
         ratio = torch.maximum(dp / dt, dt / dp.clamp_min(1e-9))
         ratio = torch.where(dp > 0, ratio, torch.full_like(ratio, float("inf")))
         sums = torch.stack([err.sum(), (err / dt).sum(), err.square().sum(),
-                            (ratio < 1.25).sum().double(), (ratio < 1.25 ** 2).sum().double(),
-                            (ratio < 1.25 ** 3).sum().double(), torch.tensor(float(dt.numel()), dtype=torch.float64,
-                                                                             device=dt.device)])
+                            ((ratio < 1.25) * v).sum(), ((ratio < 1.25 ** 2) * v).sum(),
+                            ((ratio < 1.25 ** 3) * v).sum(), v.sum()])
         self._depth = sums if self._depth is None else self._depth + sums
 
     def compute(self) -> dict[str, float]:

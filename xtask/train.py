@@ -72,7 +72,7 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
                     metrics.update(out.seg, out.depth, batch.seg, batch.depth)
             n = batch.image.shape[0]
             sums += torch.stack([*(terms[t].detach().double() * n for t in TERMS), total.detach().double() * n,
-                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+                                 torch.full((), float(n), dtype=torch.float64, device=device)])
     values = sums.tolist()  # the one host synchronisation per epoch
     n = values[-1]
     out = {f"loss_{t}": values[i] / n for i, t in enumerate(TERMS)}

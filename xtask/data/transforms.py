@@ -17,10 +17,10 @@ DEPTH_KINDS = ("metres", "inverse_depth")
 
 def to_model_input(image_u8: torch.Tensor) -> torch.Tensor:
     """uint8 (N,H,W,3) -> float32 (N,3,H,W), scaled to [0,1] and ImageNet-normalised."""
-    x = image_u8.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    x = image_u8.to(torch.float32)
+    # per-channel Python scalars: no host-to-device copy of the constants (which would sync on a GPU)
+    return torch.stack([(x[..., c] / 255.0 - m) / s for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
+                       dim=1)
 
 
 def random_scale_crop(
@@ -71,7 +71,9 @@ def random_hflip(
     image: torch.Tensor, label: torch.Tensor, depth: torch.Tensor, *, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mirror each sample left-right with probability 0.5 (image (N,C,H,W), label (N,H,W), depth (N,1,H,W))."""
-    flip = (torch.rand(image.shape[0], generator=generator) < 0.5).to(image.device)
+    flip = torch.rand(image.shape[0], generator=generator) < 0.5
+    if image.is_cuda:  # a pinned, non-blocking copy: a pageable one would wait for the GPU
+        flip = flip.pin_memory().to(image.device, non_blocking=True)
     return (
         torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image),
         torch.where(flip.view(-1, 1, 1), label.flip(-1), label),
