@@ -25,9 +25,13 @@ def per_image_confusion(seg_logits: torch.Tensor, seg_target: torch.Tensor, num_
     """
     n, c = seg_logits.shape[0], num_classes
     # max().indices, not argmax(): the same first-maximum rule, several times faster on CPU for dim=1
+    # int32 indices: half the memory traffic of int64 in the index arithmetic below
     pred = seg_logits.detach().max(dim=1).indices.flatten(1).int()
     target = seg_target.flatten(1).int()
-    keep = (target != ignore_index) & (target >= 0) & (target < c)
+    # the ignore index is outside [0, C) (250 for Cityscapes, -1 for NYUv2), so this drops it too
+    keep = (target >= 0) & (target < c)
+    if 0 <= ignore_index < c:
+        raise ValueError(f"ignore_index {ignore_index} is a class index (num_classes {c})")
     image = torch.arange(n, device=pred.device, dtype=torch.int32).unsqueeze(1) * (c * c)
     index = torch.where(keep, image + target * c + pred, n * c * c).flatten()
     # index_add_ rather than bincount: CUDA's bincount reads the maximum back to the host (a sync)

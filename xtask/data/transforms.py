@@ -72,10 +72,14 @@ def random_hflip(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mirror each sample left-right with probability 0.5 (image (N,C,H,W), label (N,H,W), depth (N,1,H,W))."""
     flip = torch.rand(image.shape[0], generator=generator) < 0.5
-    if image.is_cuda:  # a pinned, non-blocking copy: a pageable one would wait for the GPU
-        flip = flip.pin_memory().to(image.device, non_blocking=True)
-    return (
-        torch.where(flip.view(-1, 1, 1, 1), image.flip(-1), image),
-        torch.where(flip.view(-1, 1, 1), label.flip(-1), label),
-        torch.where(flip.view(-1, 1, 1, 1), depth.flip(-1), depth),
-    )
+    # the decision is on the host already: flip just those samples, by index (no device sync either)
+    chosen = torch.nonzero(flip).flatten().tolist()
+    if not chosen:
+        return image, label, depth
+    idx = torch.tensor(chosen)
+    if image.is_cuda:  # pinned + non-blocking: a pageable copy would wait for the GPU's queue
+        idx = idx.pin_memory().to(image.device, non_blocking=True)
+    image, label, depth = image.clone(), label.clone(), depth.clone()
+    for t in (image, label, depth):
+        t[idx] = t[idx].flip(-1)
+    return image, label, depth
