@@ -131,3 +131,12 @@ def test_channels_last_gives_the_same_function(tiny):
     base = train(cfg, 4, root / "cl_off", progress=False, root=root)
     cl = train(dataclasses.replace(cfg, channels_last="on"), 4, root / "cl_on", progress=False, root=root)
     assert cl["best_val_loss"] == pytest.approx(base["best_val_loss"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_saves_plain_weights(tiny, tmp_path):
+    root, cfg = tiny
+    summary = train(dataclasses.replace(cfg, epochs=1, compile=True), 0, tmp_path, progress=False, root=root)
+    assert math.isfinite(summary["best_val_loss"])
+    state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert not any(k.startswith("_orig_mod.") for k in state)  # the uncompiled module's names
