@@ -1,4 +1,7 @@
-"""Stage `train`: train XTask on one dataset with one seed; checkpoints in models/, logs in dvclive/."""
+"""Stage `train`: train XTask on one dataset with one seed; checkpoints in models/, logs in dvclive/.
+
+Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/xtask/seed<k>/last.pt.
+"""
 from pathlib import Path
 
 from dvclive import Live
@@ -9,13 +12,16 @@ from .cli import dataset_config, dataset_parser, run
 
 
 def main() -> None:
-    args = dataset_parser(__doc__, seed=True).parse_args()
+    parser = dataset_parser(__doc__, seed=True)
+    parser.add_argument("--restart", action="store_true",
+                        help="ignore a saved unfinished run in the checkpoint folder and start over")
+    args = parser.parse_args()
     _, cfg = dataset_config(args)
     out_dir = Path("models") / cfg.name / "xtask" / f"seed{args.seed}"
     with Live(str(Path("dvclive") / cfg.name / "xtask" / f"seed{args.seed}"), dvcyaml=False, save_dvc_exp=False,
               report=None) as live:
         summary = train(cfg, args.seed, out_dir, device_override=args.device, live=live,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, restart=args.restart)
     print(f"{cfg.name} seed {args.seed}: best epoch {summary['best_epoch']} "
           f"(val loss {summary['best_val_loss']:.5f}) on {summary['device']}")
 

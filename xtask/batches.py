@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterator, NamedTuple, Optional, Union
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, BatchSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data.prepare import STORED_IGNORE, PreparedSplit, RawSplit
 from .data.transforms import random_hflip, random_scale_crop, to_model_input
@@ -43,12 +43,32 @@ def open_split(cfg, split: str, root: Path = Path(".")) -> Split:
     return PreparedSplit(cfg.prepared_dir(root), split)
 
 
-def make_loader(split: Split, batch_size: int, *, shuffle: bool, seed: int, workers: int = 0) -> DataLoader:
+class EpochBatches(Sampler):
+    """The batches of one epoch: a permutation drawn from ``generator`` (or the identity), cut in
+    batches. ``skip`` drops the first batches of the next epoch only: how a run resumes mid-epoch
+    without reading the batches it had already trained on."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator):
+        self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
+        self.skip = 0
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
+        skip, self.skip = self.skip, 0
+        for start in range(skip * self.batch_size, self.n, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
+def make_loader(split: Split, batch_size: int, *, shuffle: bool, generator: Optional[torch.Generator] = None,
+                workers: int = 0) -> DataLoader:
+    """Whole batches per item; the batch order comes from ``generator`` (its state is the data order)."""
     reader = _BatchReader(split)
-    sampler = RandomSampler(reader, generator=torch.Generator().manual_seed(seed)) if shuffle \
-        else SequentialSampler(reader)
-    return DataLoader(reader, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    batches = EpochBatches(len(reader), batch_size, shuffle=shuffle, generator=generator or torch.Generator())
+    return DataLoader(reader, sampler=batches, batch_size=None, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def to_batch(raw, device: torch.device, *, ignore_index: int, depth_kind: str, with_seg_mask: bool,

@@ -87,7 +87,8 @@ def loader_rate(cfg: DatasetConfig, *, batches: int = 8) -> float:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             _write_prepared(Path(tmp), cfg, n)
-            loader = make_loader(PreparedSplit(Path(tmp), "val"), cfg.batch_size, shuffle=True, seed=0, workers=0)
+            loader = make_loader(PreparedSplit(Path(tmp), "val"), cfg.batch_size, shuffle=True,
+                                 generator=torch.Generator().manual_seed(0))
             kwargs = {"ignore_index": cfg.ignore_index, "depth_kind": "inverse_depth", "with_seg_mask": True,
                       "augment_generator": torch.Generator().manual_seed(0)}
             for _ in iterate(loader, torch.device("cpu"), **kwargs):  # warm-up: page cache

@@ -45,7 +45,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
     prepared = cfg.prepared_dir(root)
     val = PreparedSplit(prepared, "val")
     meta = val.meta
-    loader = make_loader(val, cfg.batch_size, shuffle=False, seed=0, workers=cfg.workers)
+    loader = make_loader(val, cfg.batch_size, shuffle=False, workers=cfg.workers)
     families = (PaperMetrics, StandardMetrics)
     paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)

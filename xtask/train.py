@@ -18,6 +18,7 @@ from .engine import build_model, combine, compute_terms, seed_everything
 from .errors import XTaskError
 from .hardware import Hardware, resolve
 from .metrics import PaperMetrics
+from .resume import Interrupted, StopRequest, check_resumable, config_hash, hashed_config, restore_rng, rng_state
 
 TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
 
@@ -51,19 +52,24 @@ def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, 
 
 
 def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optimizer=None, scaler=None,
-              generator=None, metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True
-              ) -> dict[str, float]:
-    """One pass over ``loader``; trains when an optimizer is given.
+              generator=None, metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True,
+              sums: Optional[torch.Tensor] = None, on_step=None) -> torch.Tensor:
+    """One pass over ``loader``; trains when an optimizer is given. Returns the loss sums.
 
-    Nothing in the loop waits for the device: the loss sums stay there until the epoch ends.
+    Nothing in the loop waits for the device: the sums ([terms..., total, images, first non-finite
+    step]) stay there. ``on_step(step, sums)`` runs after every training step (the stop check).
     """
     training = optimizer is not None
     device = hw.device
     model.train(training)
-    sums = torch.zeros(len(TERMS) + 2, dtype=torch.float64, device=device)  # terms, total, images
+    if sums is None:
+        sums = torch.zeros(len(TERMS) + 3, dtype=torch.float64, device=device)
+        sums[-1] = -1
+    step = int(getattr(loader.sampler, "skip", 0))
     with torch.set_grad_enabled(training):
-        for batch in tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader),
-                          desc=desc, leave=False, disable=None if progress else True, file=sys.stderr):
+        bar = tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader) - step,
+                   desc=desc, leave=False, disable=None if progress else True, file=sys.stderr)
+        for batch in bar:
             if training:
                 terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler)
             else:
@@ -71,70 +77,137 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
                 if metrics is not None:
                     metrics.update(out.seg, out.depth, batch.seg, batch.depth)
             n = batch.image.shape[0]
-            sums += torch.stack([*(terms[t].detach().double() * n for t in TERMS), total.detach().double() * n,
-                                 torch.full((), float(n), dtype=torch.float64, device=device)])
-    values = sums.tolist()  # the one host synchronisation per epoch
-    n = values[-1]
+            values = torch.stack([*(terms[t].detach().double() for t in TERMS), total.detach().double()])
+            # remember the first step whose losses were not finite, still without a sync
+            first_bad = torch.where((sums[-1] < 0) & ~torch.isfinite(values).all(),
+                                    torch.full((), float(step), dtype=torch.float64, device=device), sums[-1])
+            sums = torch.cat([sums[:-2] + values * n, sums[-2:-1] + n, first_bad.view(1)])
+            step += 1
+            if on_step is not None:
+                on_step(step, sums)
+    return sums
+
+
+def summarise(sums: torch.Tensor) -> dict[str, float]:
+    """Mean losses per image from the sums; the one host synchronisation of an epoch."""
+    values = sums.tolist()
+    n = values[-2]
     out = {f"loss_{t}": values[i] / n for i, t in enumerate(TERMS)}
     out["loss"] = values[len(TERMS)] / n
+    out["first_nonfinite_step"] = values[-1]
     return out
 
 
+def _log_epoch(live, entry: dict[str, float]) -> None:
+    for key, value in entry.items():
+        live.log_metric(key, value)
+    live.next_step()
+
+
 def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
-          amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path(".")
-          ) -> dict[str, Any]:
-    """Train one seed; writes ``best.pt`` and ``last.pt`` in ``out_dir``; returns a summary."""
+          amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path("."),
+          restart: bool = False) -> dict[str, Any]:
+    """Train one seed; ``best.pt`` and ``last.pt`` in ``out_dir``; resumes from ``last.pt`` when it
+    holds an unfinished run with the same params. Returns a summary."""
     hw = resolve(cfg, device_override, amp_override=amp_override)
     seed_everything(seed)
+    out_dir = Path(out_dir)
+    last_path = out_dir / "last.pt"
+    config = hashed_config(cfg, seed)
+    state = None
+    if not restart and last_path.exists():
+        state = check_resumable(checkpoint.load(last_path), last_path, config)
     train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
     depth_kind = train_split.meta["depth_kind"]
     if train_split.meta["num_classes"] != cfg.num_classes:
         raise XTaskError(f"{cfg.prepared_dir(root)}/meta.json: prepared for {train_split.meta['num_classes']} "
                          f"classes but params say {cfg.name}.num_classes = {cfg.num_classes}; rerun the prepare stage")
-    model = build_model(cfg)
+    model = build_model(cfg, pretrained=None if state is None else False)
     run_model = hw.model(model)
     balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(hw.device)
     optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
     scaler = hw.grad_scaler()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.scheduler_step_size, cfg.scheduler_gamma)
-    train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, seed=seed, workers=cfg.workers)
-    val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, seed=seed, workers=cfg.workers)
+    order = torch.Generator().manual_seed(seed)
     augment = torch.Generator().manual_seed(seed + 1)
+    train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, generator=order, workers=cfg.workers)
+    val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, workers=cfg.workers)
     kwargs = _batch_kwargs(cfg, depth_kind)
-    config = dataclasses.asdict(cfg)
     best = {"epoch": 0, "val_loss": math.inf}
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}", disable=None if progress else True,
-                  file=sys.stderr)
-    for epoch in epochs:
-        tr = run_epoch(run_model, balancer, cfg, train_loader, hw, kwargs, optimizer=optimizer, scaler=scaler,
-                       generator=augment, desc="train", progress=progress)
-        metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
-        va = run_epoch(run_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics, desc="val",
-                       progress=progress)
-        if not math.isfinite(tr["loss"]):
-            bad = [t for t in TERMS if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
-            raise XTaskError(f"training diverged: non-finite loss ({', '.join(bad)}) in epoch {epoch}; "
-                             f"the last good checkpoint is kept in {out_dir}")
-        scores = metrics.compute()
-        state = {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": config,
-                 "seed": seed, "epoch": epoch, "val_loss": va["loss"], "depth_kind": depth_kind, "amp": hw.amp}
-        if va["loss"] < best["val_loss"]:
-            best = {"epoch": epoch, "val_loss": va["loss"]}
-            checkpoint.save(out_dir / "best.pt", state)
-        checkpoint.save(out_dir / "last.pt", state)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
-        if live is not None:
-            for k, v in tr.items():
-                live.log_metric(f"train/{k}", v)
-            for k, v in va.items():
-                live.log_metric(f"val/{k}", v)
-            for k, v in scores.items():
-                live.log_metric(f"val/paper_{k}", v)
-            for k, v in balancer.weights().items():
-                live.log_metric(f"balancing/{k}", v)
-            live.log_metric("lr", lr)
-            live.next_step()
+    history: list[dict[str, float]] = []
+    start_epoch, sums, epoch_order = 1, None, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        balancer.load_state_dict(state["balancer"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], augment, order)
+        best, history = state["best"], state["history"]
+        if state["finished"]:
+            start_epoch = cfg.epochs + 1
+        elif state["step"] > 0:  # stopped mid-epoch: replay the epoch's batch order, skip what was done
+            start_epoch, sums, epoch_order = state["epoch"], state["sums"].to(hw.device), state["epoch_order"]
+            order.set_state(epoch_order)
+            train_loader.sampler.skip = state["step"]
+        else:
+            start_epoch = state["epoch"] + 1
+        print(f"resuming {cfg.name} seed {seed} from {last_path} at epoch {start_epoch}"
+              + (f" step {state['step']}" if state["step"] else ""), file=sys.stderr)
+    if live is not None:
+        for entry in history:  # the log is rebuilt from the state, so it never holds a lost epoch twice
+            _log_epoch(live, entry)
+
+    def snapshot(epoch: int, step: int, finished: bool, sums=None, epoch_order=None) -> dict[str, Any]:
+        return {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": dataclasses.asdict(cfg),
+                "hashed_config": config, "config_hash": config_hash(config), "seed": seed, "epoch": epoch,
+                "step": step, "finished": finished, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
+                "rng": rng_state(augment, order), "best": best, "history": history, "depth_kind": depth_kind,
+                "amp": hw.amp, "sums": sums.cpu() if sums is not None else None, "epoch_order": epoch_order}
+
+    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}",
+                  disable=None if progress else True, file=sys.stderr)
+    with StopRequest() as stop:
+        for epoch in epochs:
+            if epoch_order is None:
+                epoch_order = order.get_state()  # the state this epoch's permutation is drawn from
+
+            def on_step(step, partial, epoch=epoch, epoch_order=epoch_order):
+                if stop:
+                    checkpoint.save(last_path, snapshot(epoch, step, False, partial, epoch_order))
+                    raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch} step {step}; the state is "
+                                      f"saved in {last_path}: run the same command (or dvc repro) to resume")
+
+            tr_sums = run_epoch(run_model, balancer, cfg, train_loader, hw, kwargs, optimizer=optimizer,
+                                scaler=scaler, generator=augment, desc="train", progress=progress, sums=sums,
+                                on_step=on_step)
+            sums, epoch_order = None, None
+            tr = summarise(tr_sums)
+            if tr["first_nonfinite_step"] >= 0:
+                bad = [t for t in TERMS if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
+                raise XTaskError(f"training diverged: non-finite loss ({', '.join(bad)}) at epoch {epoch} step "
+                                 f"{int(tr['first_nonfinite_step']) + 1}; the last good checkpoint is kept in "
+                                 f"{last_path}")
+            metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
+            va = summarise(run_epoch(run_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics, desc="val",
+                                     progress=progress))
+            scores = metrics.compute()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            entry = {**{f"train/{k}": v for k, v in tr.items() if k != "first_nonfinite_step"},
+                     **{f"val/{k}": v for k, v in va.items() if k != "first_nonfinite_step"},
+                     **{f"val/paper_{k}": v for k, v in scores.items()},
+                     **{f"balancing/{k}": v for k, v in balancer.weights().items()}, "lr": lr}
+            history.append(entry)
+            if va["loss"] < best["val_loss"]:
+                best = {"epoch": epoch, "val_loss": va["loss"]}
+                checkpoint.save(out_dir / "best.pt", snapshot(epoch, 0, epoch == cfg.epochs))
+            checkpoint.save(last_path, snapshot(epoch, 0, epoch == cfg.epochs))
+            epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
+            if live is not None:
+                _log_epoch(live, entry)
+    last = history[-1] if history else {}
     return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "device": str(hw.device),
-            "amp": hw.amp, "last_val": {**va, **{f"paper_{k}": v for k, v in scores.items()}}}
+            "amp": hw.amp, "last_val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}}

@@ -69,6 +69,17 @@ def list_samples(root: Path, split: str) -> list[RawSample]:
     ]
 
 
+def _imdecode_quiet(data: np.ndarray) -> np.ndarray | None:
+    # OpenCV logs its own "[ WARN ...] PNG input buffer is incomplete" on stderr for a truncated file;
+    # silence it while decoding, so that the one-line error below is all the user sees.
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def _decode(path: Path) -> np.ndarray:
     # imdecode on the bytes (not imread) so a truncated file is reported rather than half-read,
     # and IMREAD_UNCHANGED so bit depth and channel count can be validated.
@@ -76,7 +87,7 @@ def _decode(path: Path) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise XTaskError(f"{path}: cannot read file ({err.strerror})") from err
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    arr = _imdecode_quiet(data) if data.size else None
     if arr is None:
         raise XTaskError(f"{path}: unreadable, truncated or corrupt PNG")
     return arr
@@ -108,6 +119,12 @@ def read_sample(
     disp = _decode(s.disparity)
     if disp.ndim != 2 or disp.dtype != np.uint16:
         raise XTaskError(f"{s.disparity}: expected a 16-bit PNG (single channel), got {_describe(disp)}")
+    if label.shape[:2] == disp.shape[:2] != image.shape[:2]:
+        # label and disparity agree: the image is the odd one out
+        raise XTaskError(
+            f"{s.image}: size {image.shape[1]}x{image.shape[0]} differs from its label and disparity "
+            f"{label.shape[1]}x{label.shape[0]}"
+        )
     for path, arr in ((s.label, label), (s.disparity, disp)):
         if arr.shape[:2] != image.shape[:2]:
             raise XTaskError(

@@ -47,14 +47,15 @@ def _readers(kind: str, raw_root: Path, num_classes: int, height: int, width: in
     raise XTaskError(f"kind: expected 'cityscapes' or 'nyu', got {kind!r}")
 
 
-def _check_counts(kind: str, raw_root: Path, counts: dict[str, int], expect_full_size: bool) -> None:
+def _check_counts(kind: str, raw_root: Path, counts: dict[str, int], expect_full_size: bool) -> str | None:
+    """Refuse a subset when the full dataset is expected; otherwise return the subset notice (or None)."""
     full = FULL_SIZES[kind]
     if counts == full:
-        return
+        return None
     found = ", ".join(f"{s} {counts[s]} (full {full[s]})" for s in SPLITS)
     if expect_full_size:
         raise XTaskError(f"{raw_root}: found {found} samples; expected the full {kind} dataset")
-    print(f"prepare: {raw_root} is a subset of {kind}: {found}", file=sys.stderr)
+    return f"prepare: {raw_root} is a subset of {kind}: {found}"
 
 
 def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, height: int, width: int,
@@ -63,7 +64,8 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
     raw_root, out_dir = Path(raw_root), Path(out_dir)
     readers = _readers(kind, raw_root, num_classes, height, width)
     counts = {split: len(readers[split][1]) for split in SPLITS}
-    _check_counts(kind, raw_root, counts, expect_full_size)
+    # printed only once the copy is written: a failing prepare says one line, its error
+    notice = _check_counts(kind, raw_root, counts, expect_full_size)
 
     depth_sum, depth_n = 0.0, 0
     with atomic_path(out_dir) as tmp:
@@ -100,6 +102,8 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
             "train_depth_mean": depth_sum / depth_n,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if notice:
+        print(notice, file=sys.stderr)
     return meta
 
 

@@ -1,0 +1,115 @@
+"""Runs that are killed or stopped resume and end bitwise equal to an uninterrupted run (CPU, fp32)."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from test_pipeline import _copy_repo, _env
+
+TINY = {"generate": {"seed": 4, "n_train": 32, "n_val": 8, "height": 64, "width": 128},
+        "height": 32, "width": 64, "epochs": 4, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
+TRAIN = [sys.executable, "-m", "pipeline.train", "synthetic", "--no-progress"]
+CKPT = Path("models/synthetic/xtask/seed0")
+LIVE = Path("dvclive/synthetic/xtask/seed0/metrics.json")
+
+
+def _stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=repo, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("resume")
+    _copy_repo(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["synthetic"].update(TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in (["pipeline.generate", "synthetic"], ["pipeline.prepare", "synthetic", "--no-progress"]):
+        r = _stage(repo, *stage)
+        assert r.returncode == 0, r.stderr
+    return repo
+
+
+def _copy(prepared: Path, dst: Path) -> Path:
+    shutil.copytree(prepared, dst)
+    return dst
+
+
+def _finish(repo: Path) -> dict:
+    for args in (TRAIN[2:], ["pipeline.evaluate", "synthetic", "--no-progress"]):
+        r = _stage(repo, *args)
+        assert r.returncode == 0, r.stderr
+    return json.loads((repo / "metrics/synthetic/xtask/seed0.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory):
+    repo = _copy(prepared, tmp_path_factory.mktemp("ref") / "repo")
+    return repo, _finish(repo)
+
+
+def _start_and_signal(repo: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start training; once the first epoch is logged, send ``sig``; return the finished process."""
+    proc = subprocess.Popen(TRAIN, cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (repo / LIVE).exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(TRAIN, proc.returncode, out, err)
+
+
+def _assert_same_run(repo: Path, reference) -> None:
+    ref_repo, ref_metrics = reference
+    assert _finish(repo) == ref_metrics
+    got = torch.load(repo / CKPT / "last.pt", weights_only=True)
+    want = torch.load(ref_repo / CKPT / "last.pt", weights_only=True)
+    assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"])
+    assert got["history"] == want["history"]
+    assert json.loads((repo / LIVE).read_text()) == json.loads((ref_repo / LIVE).read_text())
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_same_metrics(prepared, reference, tmp_path):
+    repo = _copy(prepared, tmp_path / "repo")
+    r = _start_and_signal(repo, signal.SIGKILL)
+    assert r.returncode == -signal.SIGKILL
+    state = torch.load(repo / CKPT / "last.pt", weights_only=True)
+    assert 1 <= state["epoch"] < TINY["epochs"] and not state["finished"]
+    _assert_same_run(repo, reference)
+
+
+def test_sigterm_saves_at_a_step_and_resumes(prepared, reference, tmp_path):
+    repo = _copy(prepared, tmp_path / "repo")
+    r = _start_and_signal(repo, signal.SIGTERM)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "stopped by signal 15" in lines[0] and "to resume" in lines[0]
+    assert "Traceback" not in r.stderr
+    state = torch.load(repo / CKPT / "last.pt", weights_only=True)
+    assert not state["finished"]
+    _assert_same_run(repo, reference)
+
+
+def test_changed_params_refuse_an_unfinished_run(prepared, tmp_path):
+    repo = _copy(prepared, tmp_path / "repo")
+    r = _start_and_signal(repo, signal.SIGTERM)
+    assert r.returncode == 1
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["synthetic"]["alpha"] = 0.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    r = _stage(repo, *TRAIN[2:])
+    assert r.returncode == 1
+    line = r.stderr.strip()
+    assert "\n" not in line and "unfinished run with other params" in line and "alpha 0.01 -> 0.5" in line
+    r = _stage(repo, *TRAIN[2:], "--restart")
+    assert r.returncode == 0, r.stderr
