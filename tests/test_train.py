@@ -1,7 +1,9 @@
 """Training and evaluation on a tiny synthetic dataset: checkpoints, determinism, evaluation output."""
 import dataclasses
 import math
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +142,27 @@ def test_compiled_model_trains_and_saves_plain_weights(tiny, tmp_path):
     assert math.isfinite(summary["best_val_loss"])
     state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     assert not any(k.startswith("_orig_mod.") for k in state)  # the uncompiled module's names
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_step_and_term(tiny, tmp_path):
+    root, cfg = tiny
+    bad_root = tmp_path / "root"
+    shutil.copytree(root / "data", bad_root / "data")
+    depth = np.load(cfg.prepared_dir(bad_root) / "train" / "depth.npy", mmap_mode="r+")
+    depth[:] = np.nan  # every batch's depth loss becomes NaN
+    depth.flush()
+    with pytest.raises(XTaskError, match=r"non-finite loss \(depth.*\) at epoch 1 step 1; the last good checkpoint"):
+        train(cfg, 0, tmp_path / "run", progress=False, root=bad_root)
+    assert not (tmp_path / "run" / "last.pt").exists()  # nothing from the diverged epoch was saved
+
+
+def test_deterministic_switch_trains_and_repeats(tiny, tmp_path):
+    root, cfg = tiny
+    cfg = dataclasses.replace(cfg, epochs=1, deterministic=True)
+    try:
+        a = train(cfg, 0, tmp_path / "a", progress=False, root=root)
+        assert torch.are_deterministic_algorithms_enabled()
+        b = train(cfg, 0, tmp_path / "b", progress=False, root=root)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert a == b

@@ -71,6 +71,7 @@ class DatasetConfig:
     amp: str = "auto"
     channels_last: str = "auto"
     compile: bool = False
+    deterministic: bool = False
     data_source: str = "prepared"
     generate: Optional[GenerateConfig] = None
 
@@ -223,6 +224,7 @@ def parse_dataset(name: str, raw: Any) -> DatasetConfig:
         amp=_choice(k("amp"), v["amp"], AMP),
         channels_last=_choice(k("channels_last"), v["channels_last"], SWITCH),
         compile=_bool(k("compile"), v["compile"]),
+        deterministic=_bool(k("deterministic"), v["deterministic"]),
         data_source=_choice(k("data_source"), v["data_source"], DATA_SOURCES),
         generate=None if v["generate"] is None else _generate(k("generate"), v["generate"]),
     )

@@ -7,6 +7,7 @@ plain fp32 on a CPU.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -68,6 +69,12 @@ def resolve(cfg: DatasetConfig, device_override: Optional[str] = None, *, amp_ov
     if amp == "fp16" and cfg.gradnorm:
         raise XTaskError(f"params.yaml: {cfg.name}.amp: fp16 loss scaling is not supported with gradnorm")
     channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
-    if cuda:
+    if cfg.deterministic:
+        # bitwise-repeatable GPU runs, at some cost in speed (CPU runs are repeatable anyway)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     return Hardware(device, DTYPES.get(amp), channels_last, cfg.compile)

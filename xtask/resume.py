@@ -23,7 +23,7 @@ from .errors import XTaskError
 
 # Settings that change how fast a run goes, not what it computes (up to kernel rounding): a run may
 # resume with other values of these, e.g. on another machine after a preemption.
-NOT_HASHED = ("device", "workers", "compile", "channels_last", "data_source")
+NOT_HASHED = ("device", "workers", "compile", "channels_last", "data_source", "deterministic")
 
 
 def hashed_config(cfg: DatasetConfig, seed: int) -> dict[str, Any]:
