@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dvclive import Live
 
-from xtask.train import train
+from xtask.train import resume_state, train
 
 from .cli import dataset_config, dataset_parser, run
 
@@ -18,6 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     _, cfg = dataset_config(args)
     out_dir = Path("models") / cfg.name / "xtask" / f"seed{args.seed}"
+    resume_state(cfg, args.seed, out_dir, restart=args.restart)  # refuse before the log is touched
     with Live(str(Path("dvclive") / cfg.name / "xtask" / f"seed{args.seed}"), dvcyaml=False, save_dvc_exp=False,
               report=None) as live:
         summary = train(cfg, args.seed, out_dir, device_override=args.device, live=live,

@@ -113,3 +113,14 @@ def test_changed_params_refuse_an_unfinished_run(prepared, tmp_path):
     assert "\n" not in line and "unfinished run with other params" in line and "alpha 0.01 -> 0.5" in line
     r = _stage(repo, *TRAIN[2:], "--restart")
     assert r.returncode == 0, r.stderr
+
+
+def test_a_refused_run_leaves_the_log_alone(prepared, tmp_path):
+    repo = _copy(prepared, tmp_path / "repo")
+    _start_and_signal(repo, signal.SIGTERM)
+    log = (repo / LIVE).read_text()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["synthetic"]["lr"] = 0.5
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stage(repo, *TRAIN[2:]).returncode == 1
+    assert (repo / LIVE).read_text() == log

@@ -166,3 +166,12 @@ def test_deterministic_switch_trains_and_repeats(tiny, tmp_path):
     finally:
         torch.use_deterministic_algorithms(False)
     assert a == b
+
+
+def test_a_checkpoint_that_is_not_a_training_state_is_not_resumed(tiny, tmp_path, capsys):
+    root, cfg = tiny
+    (tmp_path / "run").mkdir()
+    torch.save({"model": {}, "epoch": 3}, tmp_path / "run" / "last.pt")  # e.g. an older checkpoint format
+    summary = train(dataclasses.replace(cfg, epochs=1), 0, tmp_path / "run", progress=False, root=root)
+    assert summary["best_epoch"] == 1
+    assert "not a resumable training state; training starts afresh" in capsys.readouterr().err

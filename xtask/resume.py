@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +44,9 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def check_resumable(state: Optional[dict], path: Path, config: dict[str, Any]) -> Optional[dict]:
     """The state to resume from, or None to start afresh; refuses an unfinished run with other params."""
     if state is None:
+        return None
+    if "config_hash" not in state:  # not written by a resumable run (an older or foreign checkpoint)
+        print(f"{path}: not a resumable training state; training starts afresh", file=sys.stderr)
         return None
     if state.get("config_hash") == config_hash(config):
         return state

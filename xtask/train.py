@@ -104,6 +104,14 @@ def _log_epoch(live, entry: dict[str, float]) -> None:
     live.next_step()
 
 
+def resume_state(cfg: DatasetConfig, seed: int, out_dir: Path, *, restart: bool = False) -> Optional[dict]:
+    """The saved state a run in ``out_dir`` resumes from, or None; raises if it must be refused."""
+    last_path = Path(out_dir) / "last.pt"
+    if restart or not last_path.exists():
+        return None
+    return check_resumable(checkpoint.load(last_path), last_path, hashed_config(cfg, seed))
+
+
 def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
           amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path("."),
           restart: bool = False) -> dict[str, Any]:
@@ -114,9 +122,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     out_dir = Path(out_dir)
     last_path = out_dir / "last.pt"
     config = hashed_config(cfg, seed)
-    state = None
-    if not restart and last_path.exists():
-        state = check_resumable(checkpoint.load(last_path), last_path, config)
+    state = resume_state(cfg, seed, out_dir, restart=restart)
     train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
     depth_kind = train_split.meta["depth_kind"]
     if train_split.meta["num_classes"] != cfg.num_classes:
