@@ -12,7 +12,6 @@ import hashlib
 import json
 import random
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,7 +45,6 @@ def check_resumable(state: Optional[dict], path: Path, config: dict[str, Any]) -
     if state is None:
         return None
     if "config_hash" not in state:  # not written by a resumable run (an older or foreign checkpoint)
-        print(f"{path}: not a resumable training state; training starts afresh", file=sys.stderr)
         return None
     if state.get("config_hash") == config_hash(config):
         return state

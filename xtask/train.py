@@ -112,6 +112,12 @@ def resume_state(cfg: DatasetConfig, seed: int, out_dir: Path, *, restart: bool 
     return check_resumable(checkpoint.load(last_path), last_path, hashed_config(cfg, seed))
 
 
+def _weights(state: dict[str, Any]) -> dict[str, Any]:
+    """What evaluation needs of a state: best.pt stays small (no optimiser, generators or log)."""
+    keep = ("model", "balancer", "config", "seed", "epoch", "depth_kind", "amp", "config_hash")
+    return {k: state[k] for k in keep}
+
+
 def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
           amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path("."),
           restart: bool = False) -> dict[str, Any]:
@@ -123,6 +129,8 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     last_path = out_dir / "last.pt"
     config = hashed_config(cfg, seed)
     state = resume_state(cfg, seed, out_dir, restart=restart)
+    if state is None and last_path.exists() and not restart:
+        print(f"{last_path}: not a resumable training state; training starts afresh", file=sys.stderr)
     train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
     depth_kind = train_split.meta["depth_kind"]
     if train_split.meta["num_classes"] != cfg.num_classes:
@@ -207,10 +215,12 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                      **{f"val/paper_{k}": v for k, v in scores.items()},
                      **{f"balancing/{k}": v for k, v in balancer.weights().items()}, "lr": lr}
             history.append(entry)
+            state = snapshot(epoch, 0, epoch == cfg.epochs)
             if va["loss"] < best["val_loss"]:
                 best = {"epoch": epoch, "val_loss": va["loss"]}
-                checkpoint.save(out_dir / "best.pt", snapshot(epoch, 0, epoch == cfg.epochs))
-            checkpoint.save(last_path, snapshot(epoch, 0, epoch == cfg.epochs))
+                state["best"] = best
+                checkpoint.save(out_dir / "best.pt", _weights(state))
+            checkpoint.save(last_path, state)
             epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
             if live is not None:
                 _log_epoch(live, entry)
