@@ -174,4 +174,4 @@ def test_a_checkpoint_that_is_not_a_training_state_is_not_resumed(tiny, tmp_path
     torch.save({"model": {}, "epoch": 3}, tmp_path / "run" / "last.pt")  # e.g. an older checkpoint format
     summary = train(dataclasses.replace(cfg, epochs=1), 0, tmp_path / "run", progress=False, root=root)
     assert summary["best_epoch"] == 1
-    assert "not a resumable training state; training starts afresh" in capsys.readouterr().err
+    assert "last.pt: not resumed" in capsys.readouterr().err

@@ -130,7 +130,8 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     config = hashed_config(cfg, seed)
     state = resume_state(cfg, seed, out_dir, restart=restart)
     if state is None and last_path.exists() and not restart:
-        print(f"{last_path}: not a resumable training state; training starts afresh", file=sys.stderr)
+        print(f"{last_path}: not resumed (a finished run with other params, or not a training state); "
+              "training starts afresh", file=sys.stderr)
     train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
     depth_kind = train_split.meta["depth_kind"]
     if train_split.meta["num_classes"] != cfg.num_classes:
