@@ -71,6 +71,11 @@ def make_loader(split: Split, batch_size: int, *, shuffle: bool, generator: Opti
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
+def batch_options(cfg, depth_kind: str) -> dict:
+    """How a dataset's raw batches become Batches (the keyword arguments of ``to_batch``/``iterate``)."""
+    return {"ignore_index": cfg.ignore_index, "depth_kind": depth_kind, "with_seg_mask": cfg.format == "cityscapes"}
+
+
 def to_batch(raw, device: torch.device, *, ignore_index: int, depth_kind: str, with_seg_mask: bool,
              augment_generator: Optional[torch.Generator] = None) -> Batch:
     image_u8, label, depth = (t.to(device, non_blocking=True) for t in raw)

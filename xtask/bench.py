@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .balancing import make_balancer
-from .batches import Batch, iterate, make_loader
+from .batches import Batch, batch_options, iterate, make_loader
 from .config import DatasetConfig
 from .data.prepare import PreparedSplit, RawSplit
 from .data.synthetic import generate
@@ -87,9 +87,9 @@ def loader_rate(cfg: DatasetConfig, *, batches: int = 8) -> float:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             _write_prepared(Path(tmp), cfg, n)
-            loader = make_loader(PreparedSplit(Path(tmp), "val"), cfg.batch_size, shuffle=True,
-                                 generator=torch.Generator().manual_seed(0))
-            kwargs = {"ignore_index": cfg.ignore_index, "depth_kind": "inverse_depth", "with_seg_mask": True,
+            split = PreparedSplit(Path(tmp), "val")
+            loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+            kwargs = {**batch_options(cfg, split.meta["depth_kind"]),
                       "augment_generator": torch.Generator().manual_seed(0)}
             for _ in iterate(loader, torch.device("cpu"), **kwargs):  # warm-up: page cache
                 pass

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .batches import iterate, make_loader
+from .batches import batch_options, iterate, make_loader
 from .config import DatasetConfig
 from .data.labels import class_names
 from .data.prepare import PreparedSplit
@@ -50,7 +50,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
     paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     mean_depth = float(meta["train_depth_mean"])
-    kwargs = {"ignore_index": cfg.ignore_index, "depth_kind": meta["depth_kind"], "with_seg_mask": False}
+    kwargs = batch_options(cfg, meta["depth_kind"])
     with torch.no_grad():
         for batch in tqdm(iterate(loader, device, **kwargs), total=len(loader), desc=f"evaluate {cfg.name}",
                           disable=None if progress else True, file=sys.stderr):

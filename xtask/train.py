@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .balancing import make_balancer
-from .batches import Batch, iterate, make_loader, open_split
+from .batches import Batch, batch_options, iterate, make_loader, open_split
 from .config import DatasetConfig
 from .engine import build_model, combine, compute_terms, seed_everything
 from .errors import XTaskError
@@ -23,23 +23,22 @@ from .resume import Interrupted, StopRequest, check_resumable, config_hash, hash
 TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
 
 
-def _batch_kwargs(cfg: DatasetConfig, depth_kind: str) -> dict[str, Any]:
-    return {"ignore_index": cfg.ignore_index, "depth_kind": depth_kind, "with_seg_mask": cfg.format == "cityscapes"}
+def _forward(model, cfg: DatasetConfig, hw: Hardware, batch: Batch):
+    """(outputs, loss terms) of one batch; the terms in fp32 whatever the autocast dtype."""
+    with hw.autocast():
+        out = model(hw.input(batch.image))
+    return out, compute_terms(cfg, out, batch)
 
 
 def forward_losses(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch):
     """(outputs, loss terms, balanced total) of one batch."""
-    with hw.autocast():
-        out = model(hw.input(batch.image))
-    terms = compute_terms(cfg, out, batch)  # in fp32 whatever the autocast dtype
+    out, terms = _forward(model, cfg, hw, batch)
     return out, terms, balancer.combine(*combine(cfg, terms))
 
 
 def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, optimizer, scaler=None):
     """One optimisation step; returns the loss terms and the balanced total (on the device)."""
-    with hw.autocast():
-        out = model(hw.input(batch.image))
-    terms = compute_terms(cfg, out, batch)
+    _, terms = _forward(model, cfg, hw, batch)
     optimizer.zero_grad(set_to_none=True)
     total = balancer.backward(*combine(cfg, terms), scaler)
     if scaler is not None:
@@ -65,7 +64,7 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
     if sums is None:
         sums = torch.zeros(len(TERMS) + 3, dtype=torch.float64, device=device)
         sums[-1] = -1
-    step = int(getattr(loader.sampler, "skip", 0))
+    step = loader.sampler.skip
     with torch.set_grad_enabled(training):
         bar = tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader) - step,
                    desc=desc, leave=False, disable=None if progress else True, file=sys.stderr)
@@ -128,6 +127,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     out_dir = Path(out_dir)
     last_path = out_dir / "last.pt"
     config = hashed_config(cfg, seed)
+    digest = config_hash(config)
     state = resume_state(cfg, seed, out_dir, restart=restart)
     if state is None and last_path.exists() and not restart:
         print(f"{last_path}: not resumed (a finished run with other params, or not a training state); "
@@ -147,7 +147,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     augment = torch.Generator().manual_seed(seed + 1)
     train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, generator=order, workers=cfg.workers)
     val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, workers=cfg.workers)
-    kwargs = _batch_kwargs(cfg, depth_kind)
+    kwargs = batch_options(cfg, depth_kind)
     best = {"epoch": 0, "val_loss": math.inf}
     history: list[dict[str, float]] = []
     start_epoch, sums, epoch_order = 1, None, None
@@ -176,7 +176,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
 
     def snapshot(epoch: int, step: int, finished: bool, sums=None, epoch_order=None) -> dict[str, Any]:
         return {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": dataclasses.asdict(cfg),
-                "hashed_config": config, "config_hash": config_hash(config), "seed": seed, "epoch": epoch,
+                "hashed_config": config, "config_hash": digest, "seed": seed, "epoch": epoch,
                 "step": step, "finished": finished, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
                 "rng": rng_state(augment, order), "best": best, "history": history, "depth_kind": depth_kind,
@@ -216,10 +216,11 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                      **{f"val/paper_{k}": v for k, v in scores.items()},
                      **{f"balancing/{k}": v for k, v in balancer.weights().items()}, "lr": lr}
             history.append(entry)
-            state = snapshot(epoch, 0, epoch == cfg.epochs)
-            if va["loss"] < best["val_loss"]:
+            improved = va["loss"] < best["val_loss"]
+            if improved:
                 best = {"epoch": epoch, "val_loss": va["loss"]}
-                state["best"] = best
+            state = snapshot(epoch, 0, epoch == cfg.epochs)
+            if improved:
                 checkpoint.save(out_dir / "best.pt", _weights(state))
             checkpoint.save(last_path, state)
             epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
