@@ -78,3 +78,15 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(XTaskError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path,value,message", [
+    ("launch.where", "k8s", "launch.where: expected one of ['host', 'docker'], got 'k8s'"),
+    ("launch.nproc_per_node", 0, "launch.nproc_per_node: expected an integer >= 1"),
+    ("launch.gpus", 2, "launch.gpus: unknown key"),
+    ("methods", ["xtask", "mtan"], "methods: expected one of ['xtask', 'mtl', 'stl_seg', 'stl_depth'], got 'mtan'"),
+    ("methods", ["xtask", "xtask"], "methods: expected a list without repeats"),
+])
+def test_launch_and_methods_are_validated(path, value, message):
+    with pytest.raises(XTaskError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_params(_with(path, value))

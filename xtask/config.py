@@ -22,6 +22,9 @@ AMP = ("auto", "off", "bf16", "fp16")
 SWITCH = ("auto", "on", "off")
 DATA_SOURCES = ("prepared", "raw")
 CLASSES = {"cityscapes": (7, 19), "nyu": (13,)}
+METHODS = ("xtask", "mtl", "stl_seg", "stl_depth")
+WHERE = ("host", "docker")
+TOP_LEVEL = ("run", "seeds", "methods", "launch")
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,21 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class LaunchConfig:
+    """Where and how the train stage runs (section ``launch``); none of it changes the protocol except
+    ``nproc_per_node``, which splits each batch over that many processes (DDP)."""
+    where: str = "host"            # host | docker: train inside the image, DVC stays on the host
+    image: str = "xtask:latest"    # the image ``where: docker`` runs (built from the Dockerfile)
+    nproc_per_node: int = 1        # > 1: torchrun with that many processes (one per GPU)
+
+
+@dataclass(frozen=True)
 class Params:
     run: tuple[str, ...]
     seeds: tuple[int, ...]
     datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    methods: tuple[str, ...] = ("xtask",)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def dataset(self, name: str) -> DatasetConfig:
         if name not in self.datasets:
@@ -230,13 +244,35 @@ def parse_dataset(name: str, raw: Any) -> DatasetConfig:
     )
 
 
+def parse_launch(raw: Any) -> LaunchConfig:
+    if raw is None:
+        return LaunchConfig()
+    if not isinstance(raw, dict):
+        raise _fail("launch", "a mapping with keys where, image, nproc_per_node", raw)
+    names = [f.name for f in dataclasses.fields(LaunchConfig)]
+    _check_keys("launch", raw, names, [])
+    v = {**dataclasses.asdict(LaunchConfig()), **raw}
+    return LaunchConfig(where=_choice("launch.where", v["where"], WHERE), image=_str("launch.image", v["image"]),
+                        nproc_per_node=_int("launch.nproc_per_node", v["nproc_per_node"], lo=1))
+
+
+def _methods(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _fail("methods", f"a non-empty list of {list(METHODS)}", raw)
+    for m in raw:
+        _choice("methods", m, METHODS)
+    if len(set(raw)) != len(raw):
+        raise _fail("methods", "a list without repeats", raw)
+    return tuple(raw)
+
+
 def parse_params(raw: Any) -> Params:
     if not isinstance(raw, dict):
         raise XTaskError("params.yaml: expected a mapping with keys run, seeds and one section per dataset")
     for key in ("run", "seeds"):
         if key not in raw:
             raise XTaskError(f"params.yaml: {key}: missing (required key)")
-    datasets = {name: parse_dataset(name, section) for name, section in raw.items() if name not in ("run", "seeds")}
+    datasets = {name: parse_dataset(name, section) for name, section in raw.items() if name not in TOP_LEVEL}
     run, seeds = raw["run"], raw["seeds"]
     if not isinstance(run, list) or not run:
         raise _fail("run", f"a non-empty list of dataset sections {sorted(datasets)}", run)
@@ -245,7 +281,8 @@ def parse_params(raw: Any) -> Params:
             raise _fail("run", f"names of dataset sections {sorted(datasets)}", name)
     if not isinstance(seeds, list) or not seeds:
         raise _fail("seeds", "a non-empty list of integers", seeds)
-    return Params(run=tuple(run), seeds=tuple(_int("seeds", s, lo=0) for s in seeds), datasets=datasets)
+    return Params(run=tuple(run), seeds=tuple(_int("seeds", s, lo=0) for s in seeds), datasets=datasets,
+                  methods=_methods(raw.get("methods", ["xtask"])), launch=parse_launch(raw.get("launch")))
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
