@@ -2,10 +2,12 @@
 
 Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/xtask/seed<k>/last.pt.
 """
+import contextlib
 from pathlib import Path
 
 from dvclive import Live
 
+from xtask.distributed import teardown, world_from_env
 from xtask.train import resume_state, train
 
 from .cli import dataset_config, dataset_parser, run
@@ -17,14 +19,22 @@ def main() -> None:
                         help="ignore a saved unfinished run in the checkpoint folder and start over")
     args = parser.parse_args()
     _, cfg = dataset_config(args)
+    world = world_from_env()
     out_dir = Path("models") / cfg.name / "xtask" / f"seed{args.seed}"
     resume_state(cfg, args.seed, out_dir, restart=args.restart)  # refuse before the log is touched
-    with Live(str(Path("dvclive") / cfg.name / "xtask" / f"seed{args.seed}"), dvcyaml=False, save_dvc_exp=False,
-              report=None) as live:
-        summary = train(cfg, args.seed, out_dir, device_override=args.device, live=live,
-                        progress=not args.no_progress, restart=args.restart)
-    print(f"{cfg.name} seed {args.seed}: best epoch {summary['best_epoch']} "
-          f"(val loss {summary['best_val_loss']:.5f}) on {summary['device']}")
+    log_dir = Path("dvclive") / cfg.name / "xtask" / f"seed{args.seed}"
+    try:
+        # one writer: rank 0 logs, the other ranks of a torchrun launch only compute
+        with Live(str(log_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main \
+                else contextlib.nullcontext() as live:
+            summary = train(cfg, args.seed, out_dir, device_override=args.device, live=live,
+                            progress=not args.no_progress, restart=args.restart, world=world)
+    finally:
+        teardown(world)
+    if world.is_main:
+        print(f"{cfg.name} seed {args.seed}: best epoch {summary['best_epoch']} "
+              f"(val loss {summary['best_val_loss']:.5f}) on {summary['device']}"
+              + (f" x {world.size} processes" if world.distributed else ""))
 
 
 if __name__ == "__main__":

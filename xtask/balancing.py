@@ -20,6 +20,13 @@ class FixedWeights(nn.Module):
     def after_step(self) -> None:
         pass
 
+    def sync_grads(self, world) -> None:
+        """Average our own parameters' gradients over data-parallel ranks (DDP only covers the model's)."""
+        if world.distributed:
+            for p in self.parameters():
+                if p.grad is not None:
+                    p.grad = world.mean(p.grad)
+
     def weights(self) -> dict[str, float]:
         return {}
 
@@ -52,13 +59,18 @@ class GradNorm(FixedWeights):
 
     The weights get their gradient from the GradNorm objective only, and are renormalised to sum to
     the number of tasks after every optimiser step.
+
+    Since the weights are positive, the norm of the weighted task gradient is ``w_i * ||grad L_i||``;
+    computing it that way needs no second-order graph, and lets data-parallel ranks average the task
+    gradients and losses (``world``) first, so every rank derives the same weights from the global batch.
     """
 
-    def __init__(self, shared: nn.Parameter, alpha: float = 1.5):
+    def __init__(self, shared: nn.Parameter, alpha: float = 1.5, world=None):
         super().__init__()
         self.task_weights = nn.Parameter(torch.ones(2))
         self.alpha = alpha
         self._shared = [shared]  # a list, so the encoder weight is not registered as our parameter
+        self._world = world
         self.register_buffer("initial_losses", torch.zeros(2))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
@@ -69,15 +81,16 @@ class GradNorm(FixedWeights):
         if scaler is not None:
             raise ValueError("GradNorm does not support fp16 loss scaling")
         shared = self._shared[0]
+        mean = self._world.mean if self._world is not None else (lambda t: t)
         losses = torch.stack([label_loss, image_loss])
+        global_losses = mean(losses.detach())
         # the first call records the initial losses; torch.where keeps the host out of it (no sync)
-        self.initial_losses.copy_(torch.where(self.initialised, self.initial_losses, losses.detach()))
+        self.initial_losses.copy_(torch.where(self.initialised, self.initial_losses, global_losses))
         self.initialised.fill_(True)
-        weighted = self.task_weights * losses
-        norms = torch.stack([
-            torch.autograd.grad(weighted[i], shared, retain_graph=True, create_graph=True)[0].norm()
-            for i in range(2)])
-        ratios = losses.detach() / self.initial_losses.clamp_min(1e-12)
+        grad_norms = torch.stack([mean(torch.autograd.grad(losses[i], shared, retain_graph=True)[0]).norm()
+                                  for i in range(2)])
+        norms = self.task_weights * grad_norms
+        ratios = global_losses / self.initial_losses.clamp_min(1e-12)
         inverse_rate = ratios / ratios.mean()
         target = (norms.mean() * inverse_rate ** self.alpha).detach()
         gradnorm_loss = (norms - target).abs().sum()
@@ -87,6 +100,9 @@ class GradNorm(FixedWeights):
         total.backward()
         self.task_weights.grad = weight_grad
         return total.detach()
+
+    def sync_grads(self, world) -> None:
+        pass  # the weights' gradient is computed from rank-averaged quantities: already the same everywhere
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -98,11 +114,12 @@ class GradNorm(FixedWeights):
         return {"weight_seg": w[0], "weight_depth": w[1]}
 
 
-def make_balancer(kind: str, shared: nn.Parameter, gradnorm_alpha: float = 1.5) -> FixedWeights:
+def make_balancer(kind: str, shared: nn.Parameter, gradnorm_alpha: float = 1.5, world=None) -> FixedWeights:
+    """``world``: the data-parallel ranks GradNorm averages over (None: a single process)."""
     if kind == "none":
         return FixedWeights()
     if kind == "uncertainty":
         return UncertaintyWeights()
     if kind == "gradnorm":
-        return GradNorm(shared, alpha=gradnorm_alpha)
+        return GradNorm(shared, alpha=gradnorm_alpha, world=world)
     raise ValueError(f"balancing: expected none, uncertainty or gradnorm, got {kind!r}")

@@ -25,10 +25,12 @@ def build_model(cfg: DatasetConfig, *, pretrained: bool | None = None) -> XTaskN
                     pretrained_path=cfg.pretrained_path)
 
 
-def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch) -> dict[str, torch.Tensor]:
+def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch,
+                  seg_denominator: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     return loss_terms(out, batch.seg, batch.depth, batch.depth_mask, batch.seg_mask,
                       num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
-                      label_smoothing=cfg.label_smoothing, lp=cfg.lp, tseg_loss=cfg.tseg_loss, tdep_loss=cfg.tdep_loss)
+                      label_smoothing=cfg.label_smoothing, lp=cfg.lp, tseg_loss=cfg.tseg_loss, tdep_loss=cfg.tdep_loss,
+                      seg_denominator=seg_denominator)
 
 
 def combine(cfg: DatasetConfig, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,10 +38,16 @@ class Hardware:
     def input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move ``model`` to the device in the chosen memory format (in place); return it."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(model) if self.compile else model
+
     def model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Move ``model`` to the device in the chosen memory format; return what to call (maybe compiled)."""
-        model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
-        return torch.compile(model) if self.compile else model
+        return self.compiled(self.place(model))
 
     def optimizer(self, params: Iterable[torch.nn.Parameter], lr: float, betas) -> torch.optim.Adam:
         # fused Adam: one kernel for all parameters on CUDA; the default multi-tensor path elsewhere

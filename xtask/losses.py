@@ -86,18 +86,23 @@ def transferred_seg_loss(logits: torch.Tensor, target: torch.Tensor, mask: Optio
 
 def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.Tensor, depth_mask: torch.Tensor,
                seg_mask: Optional[torch.Tensor] = None, *, num_classes: int, ignore_index: int,
-               label_smoothing: float = 0.0, lp: str = "L1", tseg_loss: str = "cross", tdep_loss: str = "L1"
-               ) -> dict[str, torch.Tensor]:
+               label_smoothing: float = 0.0, lp: str = "L1", tseg_loss: str = "cross", tdep_loss: str = "L1",
+               seg_denominator: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """The four scalar loss terms.
 
     Transferred predictions are compared with the *detached* direct predictions: the transferred seg
     with the argmax of the direct seg, the transferred depth with the direct depth.
     Shapes: seg_target (N, H, W) int64; depth_target, depth_mask, seg_mask (N, 1, H, W).
+
+    The seg term is a mean over the batch's labelled pixels, so a slice of a batch (a data-parallel
+    rank's) cannot compute it alone: ``seg_denominator`` replaces the slice's labelled-pixel count
+    (see ``xtask.train``), and None keeps PyTorch's own mean.
     """
     # Computed in fp32 whatever the autocast dtype, so that bf16 training sees the same losses.
     seg, depth = out.seg.float(), out.depth.float()
     terms = {
-        "seg": F.cross_entropy(seg, seg_target, ignore_index=ignore_index),
+        "seg": (F.cross_entropy(seg, seg_target, ignore_index=ignore_index) if seg_denominator is None else
+                F.cross_entropy(seg, seg_target, ignore_index=ignore_index, reduction="sum") / seg_denominator),
         "depth": depth_loss(depth, depth_target, depth_mask, lp),
     }
     if out.seg_transferred is not None:

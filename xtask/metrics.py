@@ -69,6 +69,13 @@ class PaperMetrics:
                              torch.full((), float(n), dtype=torch.float64, device=conf.device)])
         self._sums = batch if self._sums is None else self._sums + batch
 
+    def all_reduce(self, reduce_sum, device: torch.device) -> None:
+        """Sum the accumulated state over data-parallel ranks (``reduce_sum`` sums a tensor in place);
+        a rank that scored no batch contributes zeros."""
+        if self._sums is None:
+            self._sums = torch.zeros(5, dtype=torch.float64, device=device)
+        reduce_sum(self._sums)
+
     def compute(self) -> dict[str, float]:
         if self._sums is None:
             raise ValueError("PaperMetrics.compute() before any update()")

@@ -14,6 +14,7 @@ from . import checkpoint
 from .balancing import make_balancer
 from .batches import Batch, batch_options, iterate, make_loader, open_split
 from .config import DatasetConfig
+from .distributed import World, check_batch, setup, wrap
 from .engine import build_model, combine, compute_terms, seed_everything
 from .errors import XTaskError
 from .hardware import Hardware, resolve
@@ -23,11 +24,21 @@ from .resume import Interrupted, StopRequest, check_resumable, config_hash, hash
 TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
 
 
-def _forward(model, cfg: DatasetConfig, hw: Hardware, batch: Batch):
+def _seg_denominator(cfg: DatasetConfig, batch: Batch, world: World) -> Optional[torch.Tensor]:
+    """For a rank's slice: the labelled pixels of the whole global batch, times the slice's share of
+    its images (undone by the loss scale in ``train_step``), so the ranks' seg terms average to the
+    global batch's pixel mean. None alone (PyTorch's own mean)."""
+    if not world.distributed or batch.total is None:
+        return None
+    labelled = world.all_reduce_sum((batch.seg != cfg.ignore_index).sum().double())  # on the device: no sync
+    return (labelled * batch.image.shape[0] / batch.total).clamp_min(1)
+
+
+def _forward(model, cfg: DatasetConfig, hw: Hardware, batch: Batch, world: World = World()):
     """(outputs, loss terms) of one batch; the terms in fp32 whatever the autocast dtype."""
     with hw.autocast():
         out = model(hw.input(batch.image))
-    return out, compute_terms(cfg, out, batch)
+    return out, compute_terms(cfg, out, batch, _seg_denominator(cfg, batch, world))
 
 
 def forward_losses(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch):
@@ -36,11 +47,25 @@ def forward_losses(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Bat
     return out, terms, balancer.combine(*combine(cfg, terms))
 
 
-def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, optimizer, scaler=None):
+def _share(batch: Batch, world: World) -> float:
+    """This rank's loss scale: its images over an even share of the global batch. DDP averages the
+    ranks' gradients, so image-mean losses scaled so add up to exactly the global batch's gradient."""
+    if not world.distributed or batch.total is None:
+        return 1.0
+    return batch.image.shape[0] * world.size / batch.total
+
+
+def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, optimizer, scaler=None,
+               world: World = World()):
     """One optimisation step; returns the loss terms and the balanced total (on the device)."""
-    _, terms = _forward(model, cfg, hw, batch)
+    _, terms = _forward(model, cfg, hw, batch, world)
     optimizer.zero_grad(set_to_none=True)
-    total = balancer.backward(*combine(cfg, terms), scaler)
+    label, image = combine(cfg, terms)
+    share = _share(batch, world)
+    if share != 1.0:
+        label, image = label * share, image * share
+    total = balancer.backward(label, image, scaler)
+    balancer.sync_grads(world)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -52,7 +77,7 @@ def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, 
 
 def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optimizer=None, scaler=None,
               generator=None, metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True,
-              sums: Optional[torch.Tensor] = None, on_step=None) -> torch.Tensor:
+              sums: Optional[torch.Tensor] = None, on_step=None, world: World = World()) -> torch.Tensor:
     """One pass over ``loader``; trains when an optimizer is given. Returns the loss sums.
 
     Nothing in the loop waits for the device: the sums ([terms..., total, images, first non-finite
@@ -70,7 +95,7 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
                    desc=desc, leave=False, disable=None if progress else True, file=sys.stderr)
         for batch in bar:
             if training:
-                terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler)
+                terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler, world)
             else:
                 out, terms, total = forward_losses(model, balancer, cfg, hw, batch)
                 if metrics is not None:
@@ -84,6 +109,15 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
             step += 1
             if on_step is not None:
                 on_step(step, sums)
+    return sums
+
+
+def reduce_sums(sums: torch.Tensor, world: World) -> torch.Tensor:
+    """The epoch's sums over all ranks: losses and counts add up, the first non-finite step is the
+    latest any rank saw (-1 only if none did)."""
+    if world.distributed:
+        world.all_reduce_sum(sums[:-1])
+        world.all_reduce_max(sums[-1:])
     return sums
 
 
@@ -119,17 +153,23 @@ def _weights(state: dict[str, Any]) -> dict[str, Any]:
 
 def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
           amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path("."),
-          restart: bool = False) -> dict[str, Any]:
+          restart: bool = False, world: World = World()) -> dict[str, Any]:
     """Train one seed; ``best.pt`` and ``last.pt`` in ``out_dir``; resumes from ``last.pt`` when it
-    holds an unfinished run with the same params. Returns a summary."""
+    holds an unfinished run with the same params. Returns a summary.
+
+    Under torchrun (``world`` of several ranks) every rank calls this; rank 0 alone writes files and
+    logs, and a stopped run resumes from the last finished epoch (see ``xtask.distributed``)."""
     hw = resolve(cfg, device_override, amp_override=amp_override)
+    check_batch(cfg.batch_size, world, f"{cfg.name}.batch_size")
+    hw = dataclasses.replace(hw, device=setup(world, hw.device))
+    progress = progress and world.is_main
     seed_everything(seed)
     out_dir = Path(out_dir)
     last_path = out_dir / "last.pt"
     config = hashed_config(cfg, seed)
     digest = config_hash(config)
     state = resume_state(cfg, seed, out_dir, restart=restart)
-    if state is None and last_path.exists() and not restart:
+    if state is None and last_path.exists() and not restart and world.is_main:
         print(f"{last_path}: not resumed (a finished run with other params, or not a training state); "
               "training starts afresh", file=sys.stderr)
     train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
@@ -138,15 +178,20 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
         raise XTaskError(f"{cfg.prepared_dir(root)}/meta.json: prepared for {train_split.meta['num_classes']} "
                          f"classes but params say {cfg.name}.num_classes = {cfg.num_classes}; rerun the prepare stage")
     model = build_model(cfg, pretrained=None if state is None else False)
-    run_model = hw.model(model)
-    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(hw.device)
+    hw.place(model)
+    run_model = hw.compiled(wrap(model, world, hw.device))
+    # validation needs no gradient sync, and ranks score different numbers of batches: no DDP there
+    val_model = hw.compiled(model) if world.distributed else run_model
+    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha,
+                             world=world).to(hw.device)
     optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
     scaler = hw.grad_scaler()
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.scheduler_step_size, cfg.scheduler_gamma)
     order = torch.Generator().manual_seed(seed)
     augment = torch.Generator().manual_seed(seed + 1)
-    train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, generator=order, workers=cfg.workers)
-    val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, workers=cfg.workers)
+    train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, generator=order, workers=cfg.workers,
+                               world=world)
+    val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, workers=cfg.workers, world=world)
     kwargs = batch_options(cfg, depth_kind)
     best = {"epoch": 0, "val_loss": math.inf}
     history: list[dict[str, float]] = []
@@ -163,13 +208,16 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
         if state["finished"]:
             start_epoch = cfg.epochs + 1
         elif state["step"] > 0:  # stopped mid-epoch: replay the epoch's batch order, skip what was done
-            start_epoch, sums, epoch_order = state["epoch"], state["sums"].to(hw.device), state["epoch_order"]
+            start_epoch, epoch_order = state["epoch"], state["epoch_order"]
+            # the saved sums are the whole epoch's so far: one rank carries them, or they would add up twice
+            sums = state["sums"].to(hw.device) if world.is_main else None
             order.set_state(epoch_order)
             train_loader.sampler.skip = state["step"]
         else:
             start_epoch = state["epoch"] + 1
-        print(f"resuming {cfg.name} seed {seed} from {last_path} at epoch {start_epoch}"
-              + (f" step {state['step']}" if state["step"] else ""), file=sys.stderr)
+        if world.is_main:
+            print(f"resuming {cfg.name} seed {seed} from {last_path} at epoch {start_epoch}"
+                  + (f" step {state['step']}" if state["step"] else ""), file=sys.stderr)
     if live is not None:
         for entry in history:  # the log is rebuilt from the state, so it never holds a lost epoch twice
             _log_epoch(live, entry)
@@ -180,7 +228,8 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                 "step": step, "finished": finished, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
                 "rng": rng_state(augment, order), "best": best, "history": history, "depth_kind": depth_kind,
-                "amp": hw.amp, "sums": sums.cpu() if sums is not None else None, "epoch_order": epoch_order}
+                "amp": hw.amp, "sums": sums.cpu() if sums is not None else None, "epoch_order": epoch_order,
+                "world_size": world.size}
 
     epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}",
                   disable=None if progress else True, file=sys.stderr)
@@ -190,6 +239,12 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                 epoch_order = order.get_state()  # the state this epoch's permutation is drawn from
 
             def on_step(step, partial, epoch=epoch, epoch_order=epoch_order):
+                if stop and world.distributed:
+                    # ranks see the signal at different steps and hold only their own sums: resume
+                    # from the last finished epoch, which last.pt already holds
+                    raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch} step {step}; "
+                                      f"{last_path} holds the last finished epoch: run the same command (or "
+                                      "dvc repro) to resume from there")
                 if stop:
                     checkpoint.save(last_path, snapshot(epoch, step, False, partial, epoch_order))
                     raise Interrupted(f"stopped by signal {stop.signal} at epoch {epoch} step {step}; the state is "
@@ -197,17 +252,18 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
 
             tr_sums = run_epoch(run_model, balancer, cfg, train_loader, hw, kwargs, optimizer=optimizer,
                                 scaler=scaler, generator=augment, desc="train", progress=progress, sums=sums,
-                                on_step=on_step)
+                                on_step=on_step, world=world)
             sums, epoch_order = None, None
-            tr = summarise(tr_sums)
+            tr = summarise(reduce_sums(tr_sums, world))
             if tr["first_nonfinite_step"] >= 0:
                 bad = [t for t in TERMS if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
                 raise XTaskError(f"training diverged: non-finite loss ({', '.join(bad)}) at epoch {epoch} step "
                                  f"{int(tr['first_nonfinite_step']) + 1}; the last good checkpoint is kept in "
                                  f"{last_path}")
             metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
-            va = summarise(run_epoch(run_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics, desc="val",
-                                     progress=progress))
+            va = summarise(reduce_sums(run_epoch(val_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics,
+                                                 desc="val", progress=progress, world=world), world))
+            metrics.all_reduce(world.all_reduce_sum, hw.device)
             scores = metrics.compute()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
@@ -219,13 +275,14 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
             improved = va["loss"] < best["val_loss"]
             if improved:
                 best = {"epoch": epoch, "val_loss": va["loss"]}
-            state = snapshot(epoch, 0, epoch == cfg.epochs)
-            if improved:
-                checkpoint.save(out_dir / "best.pt", _weights(state))
-            checkpoint.save(last_path, state)
+            if world.is_main:
+                state = snapshot(epoch, 0, epoch == cfg.epochs)
+                if improved:
+                    checkpoint.save(out_dir / "best.pt", _weights(state))
+                checkpoint.save(last_path, state)
             epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
             if live is not None:
                 _log_epoch(live, entry)
     last = history[-1] if history else {}
     return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "device": str(hw.device),
-            "amp": hw.amp, "last_val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}}
+            "amp": hw.amp, "world_size": world.size, "last_val": {k[4:]: v for k, v in last.items() if k.startswith("val/")}}

@@ -5,7 +5,7 @@ on the batch's device), so a run is reproducible from its seed whether it trains
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,13 @@ def to_model_input(image_u8: torch.Tensor) -> torch.Tensor:
                        dim=1)
 
 
+def _draw(n: int, draw: Optional[tuple[int, int]]) -> tuple[int, int]:
+    first, total = (0, n) if draw is None else draw
+    if not (0 <= first and first + n <= total):
+        raise ValueError(f"draw {draw}: a slice of {n} samples does not fit in a batch of {total}")
+    return first, total
+
+
 def random_scale_crop(
     image: torch.Tensor,
     label: torch.Tensor,
@@ -31,6 +38,7 @@ def random_scale_crop(
     scales: Sequence[float] = (1.0, 1.2, 1.5),
     depth_kind: str,
     generator: torch.Generator,
+    draw: Optional[tuple[int, int]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per sample: zoom in by a scale s drawn from ``scales`` (crop an (H/s, W/s) window, resize back).
 
@@ -40,12 +48,17 @@ def random_scale_crop(
     Zooming in by s makes the scene look s times nearer, so depth is rescaled:
     ``depth_kind="metres"`` divides by s (MTAN's convention), ``"inverse_depth"`` multiplies by s,
     which is the same geometric change expressed in inverse depth. Invalid depth (0) stays 0.
+
+    ``draw=(first, total)``: the batch is samples ``first..first+N`` of a global batch of ``total``
+    (one data-parallel rank's slice): the numbers are drawn for all ``total`` and this slice's used,
+    so the ranks together augment exactly as one process would.
     """
     if depth_kind not in DEPTH_KINDS:
         raise ValueError(f"depth_kind must be one of {DEPTH_KINDS}, got {depth_kind!r}")
     n, _, h, w = image.shape
-    which = torch.randint(len(scales), (n,), generator=generator).tolist()
-    offsets = torch.rand(n, 2, generator=generator, dtype=torch.float64).tolist()
+    first, total = _draw(n, draw)
+    which = torch.randint(len(scales), (total,), generator=generator).tolist()[first:first + n]
+    offsets = torch.rand(total, 2, generator=generator, dtype=torch.float64).tolist()[first:first + n]
     images, labels, depths = [], [], []
     for i in range(n):
         s = float(scales[which[i]])
@@ -68,10 +81,14 @@ def random_scale_crop(
 
 
 def random_hflip(
-    image: torch.Tensor, label: torch.Tensor, depth: torch.Tensor, *, generator: torch.Generator
+    image: torch.Tensor, label: torch.Tensor, depth: torch.Tensor, *, generator: torch.Generator,
+    draw: Optional[tuple[int, int]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mirror each sample left-right with probability 0.5 (image (N,C,H,W), label (N,H,W), depth (N,1,H,W))."""
-    flip = torch.rand(image.shape[0], generator=generator) < 0.5
+    """Mirror each sample left-right with probability 0.5 (image (N,C,H,W), label (N,H,W), depth (N,1,H,W)).
+
+    ``draw`` as in ``random_scale_crop``."""
+    first, total = _draw(image.shape[0], draw)
+    flip = (torch.rand(total, generator=generator) < 0.5)[first:first + image.shape[0]]
     # the decision is on the host already: flip just those samples, by index (no device sync either)
     chosen = torch.nonzero(flip).flatten().tolist()
     if not chosen:

@@ -1,0 +1,73 @@
+"""Run by tests/test_distributed.py, alone or under torchrun (2 gloo processes on the CPU).
+
+    python ddp_worker.py steps|train ROOT OUT BALANCING
+
+``steps``: two optimiser steps with BatchNorm in eval mode (so no per-rank batch statistics), then
+rank 0 saves the weights: DDP's result must equal one process's up to float summation order.
+``train``: the whole training loop; rank 0 saves its summary.
+"""
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from xtask.balancing import make_balancer
+from xtask.batches import batch_options, iterate, make_loader, open_split
+from xtask.config import load_params
+from xtask.distributed import setup, teardown, world_from_env, wrap
+from xtask.engine import build_model, seed_everything
+from xtask.hardware import resolve
+from xtask.train import train, train_step
+
+
+def tiny_config(balancing: str):
+    cfg = load_params("params.yaml").dataset("synthetic")
+    return dataclasses.replace(cfg, height=32, width=64, epochs=2, batch_size=4, decoder_width=8, ttnet_width=4,
+                               device="cpu", uncertainty_weights=balancing == "uncertainty",
+                               gradnorm=balancing == "gradnorm")
+
+
+def steps(cfg, root: Path, out: Path, world) -> None:
+    hw = resolve(cfg)
+    setup(world, hw.device)
+    seed_everything(0)
+    model = hw.place(build_model(cfg))
+    model.eval()  # BatchNorm from running statistics: each image's output independent of its batch
+    run_model = wrap(model, world, hw.device)
+    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha, world=world)
+    # plain SGD: the weights then differ only as much as the gradients do (Adam's first steps
+    # turn a rounding difference in a near-zero gradient into a full step)
+    optimizer = torch.optim.SGD([*model.parameters(), *balancer.parameters()], lr=0.01)
+    split = open_split(cfg, "train", root)
+    loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
+                         world=world)
+    augment = torch.Generator().manual_seed(1)
+    batches = iterate(loader, hw.device, augment_generator=augment, **batch_options(cfg, split.meta["depth_kind"]))
+    for _, batch in zip(range(2), batches):
+        train_step(run_model, balancer, cfg, hw, batch, optimizer, world=world)
+        balancer.after_step()
+    if world.is_main:
+        grads = {k: p.grad for k, p in model.named_parameters()}
+        torch.save({"model": model.state_dict(), "balancer": balancer.state_dict(), "grads": grads}, out)
+
+
+def main() -> None:
+    mode, root, out, balancing = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    torch.set_num_threads(1)
+    world = world_from_env()
+    cfg = tiny_config(balancing)
+    try:
+        if mode == "steps":
+            steps(cfg, root, out, world)
+        else:
+            summary = train(cfg, 0, out.parent / "run", progress=False, root=root, world=world)
+            if world.is_main:
+                out.write_text(json.dumps(summary))
+    finally:
+        teardown(world)
+
+
+if __name__ == "__main__":
+    main()
