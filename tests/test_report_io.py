@@ -1,10 +1,13 @@
 import json
+import sys
 
 import pytest
 
+from pipeline import report as report_stage
+from pipeline.cli import run
 from xtask.errors import XTaskError
 from xtask.io import atomic_path, write_json
-from xtask.report import collect, to_markdown
+from xtask.report import collect
 
 
 def _metrics(seed, miou):
@@ -12,21 +15,25 @@ def _metrics(seed, miou):
             "paper": {"miou": miou, "pix_acc": 90.0, "abs_err": 0.02, "rel_err": 0.25},
             "standard": {"miou": miou - 1, "pix_acc": 91.0, "abs_err": 0.021, "rel_err": 0.26, "rmse": 0.03,
                          "delta1": 0.8, "delta2": 0.9, "delta3": 0.95},
-            "baseline_mean_depth": {"paper_abs_err": 0.08}}
+            "baseline_mean_depth": {"paper_abs_err": 0.08, "standard_abs_err": 0.081}}
 
 
-def test_report_rows_reported_and_pipeline(tmp_path):
+def test_report_stage_writes_both_files_and_keeps_them_on_a_bad_input(tmp_path, monkeypatch):
     for seed, miou in ((0, 55.0), (1, 57.0)):
         write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", _metrics(seed, miou))
-    df = collect(tmp_path)
-    ours = df[df["source"] == "this pipeline"]
-    assert list(ours["seeds"]) == ["0", "1"] and list(ours["miou"]) == [55.0, 57.0]
-    assert list(ours["rel_err"]) == [25.0, 25.0]  # AbsRel x100, as the Cityscapes-style table prints it
-    reported = df[(df["source"] == "reported") & (df["dataset"] == "cityscapes")]
-    assert reported.set_index("method").loc["XTask (Ours)", "miou"] == 66.51
-    md = to_markdown(df)
-    assert md.index("## cityscapes") < md.index("## nyu") < md.index("## synthetic")
-    assert "| xtask | this pipeline | 1 | 57.00 | 90.00 | 0.0200 | 25.00 |" in md
+    monkeypatch.setattr(sys, "argv", ["report", "--metrics", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        run(report_stage.main)  # as `python -m pipeline.report` runs it
+    assert done.value.code == 0
+    md, csv = (tmp_path / "results.md").read_text(), (tmp_path / "results.csv").read_text()
+    assert "| xtask | reproduced | paper (per-image) | 2 (0, 1) | 56.00 ± 1.41 | 90.00 ± 0.00 |" in md
+    assert csv.startswith("dataset,method,source,n_seeds,seeds,rel_err_scale,paper_miou_mean,paper_miou_std,")
+    assert "synthetic,xtask,reproduced,2,0 1,100.0,56.0,1.414" in csv
+    (tmp_path / "synthetic" / "xtask" / "seed2.json").write_text("{not json")
+    with pytest.raises(SystemExit) as done:
+        run(report_stage.main)
+    assert done.value.code == 1
+    assert (tmp_path / "results.md").read_text() == md and (tmp_path / "results.csv").read_text() == csv
 
 
 def test_report_names_a_broken_metrics_file(tmp_path):
