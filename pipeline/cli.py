@@ -7,12 +7,15 @@ from typing import Callable, NoReturn
 
 from xtask.config import DatasetConfig, Params, load_params
 from xtask.errors import XTaskError
+from xtask.methods import METHODS
 
 
 def dataset_parser(description: str, *, seed: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("dataset", help="a dataset section of params.yaml (synthetic, cityscapes, nyu)")
     if seed:
+        parser.add_argument("--method", choices=tuple(METHODS), default="xtask",
+                            help="xtask (the paper), mtl (no TaskTransferNets), stl_seg or stl_depth (default xtask)")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                             help="override the params' device")

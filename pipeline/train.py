@@ -1,6 +1,6 @@
-"""Stage `train`: train XTask on one dataset with one seed; checkpoints in models/, logs in dvclive/.
+"""Stage `train`: train one method on one dataset with one seed; checkpoints in models/, logs in dvclive/.
 
-Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/xtask/seed<k>/last.pt.
+Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/<method>/seed<k>/last.pt.
 """
 import contextlib
 from pathlib import Path
@@ -8,6 +8,7 @@ from pathlib import Path
 from dvclive import Live
 
 from xtask.distributed import teardown, world_from_env
+from xtask.methods import get_method
 from xtask.train import resume_state, train
 
 from .cli import dataset_config, dataset_parser, run
@@ -20,19 +21,20 @@ def main() -> None:
     args = parser.parse_args()
     _, cfg = dataset_config(args)
     world = world_from_env()
-    out_dir = Path("models") / cfg.name / "xtask" / f"seed{args.seed}"
-    resume_state(cfg, args.seed, out_dir, restart=args.restart)  # refuse before the log is touched
-    log_dir = Path("dvclive") / cfg.name / "xtask" / f"seed{args.seed}"
+    method = get_method(args.method)
+    out_dir = Path("models") / cfg.name / method.name / f"seed{args.seed}"
+    resume_state(cfg, args.seed, out_dir, restart=args.restart, method=method)  # refuse before the log is touched
+    log_dir = Path("dvclive") / cfg.name / method.name / f"seed{args.seed}"
     try:
         # one writer: rank 0 logs, the other ranks of a torchrun launch only compute
         with Live(str(log_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main \
                 else contextlib.nullcontext() as live:
             summary = train(cfg, args.seed, out_dir, device_override=args.device, live=live,
-                            progress=not args.no_progress, restart=args.restart, world=world)
+                            progress=not args.no_progress, restart=args.restart, world=world, method=method)
     finally:
         teardown(world)
     if world.is_main:
-        print(f"{cfg.name} seed {args.seed}: best epoch {summary['best_epoch']} "
+        print(f"{cfg.name} {method.name} seed {args.seed}: best epoch {summary['best_epoch']} "
               f"(val loss {summary['best_val_loss']:.5f}) on {summary['device']}"
               + (f" x {world.size} processes" if world.distributed else ""))
 

@@ -67,7 +67,7 @@ def test_repro_writes_metrics_report_and_lock(repo):
     assert (repo / "models/synthetic/xtask/seed0/last.pt").is_file()
     live = json.loads((repo / "dvclive/synthetic/xtask/seed0/metrics.json").read_text())
     assert live["step"] == TINY["epochs"] - 1
-    assert "train@synthetic-0" in (repo / "dvc.lock").read_text()
+    assert "train@synthetic-xtask-0" in (repo / "dvc.lock").read_text()
 
 
 def test_second_repro_is_a_no_op_and_metrics_show(repo):

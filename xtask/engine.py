@@ -8,7 +8,8 @@ import torch
 
 from .batches import Batch
 from .config import DatasetConfig
-from .losses import loss_terms, task_losses
+from .losses import loss_terms
+from .methods import METHODS, Method
 from .model import XTaskNet, XTaskOutput
 
 
@@ -18,11 +19,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(cfg: DatasetConfig, *, pretrained: bool | None = None) -> XTaskNet:
+def build_model(cfg: DatasetConfig, method: Method = METHODS["xtask"], *, pretrained: bool | None = None
+                ) -> XTaskNet:
     return XTaskNet(cfg.enc_layers, cfg.num_classes, cfg.batch_norm, cfg.wider_ttnet,
                     decoder_width=cfg.decoder_width, ttnet_width=cfg.ttnet_width,
                     use_pretrain=cfg.use_pretrain if pretrained is None else pretrained,
-                    pretrained_path=cfg.pretrained_path)
+                    pretrained_path=cfg.pretrained_path, tasks=method.tasks, transfer=method.transfer)
 
 
 def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch,
@@ -33,5 +35,6 @@ def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch,
                       seg_denominator=seg_denominator)
 
 
-def combine(cfg: DatasetConfig, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return task_losses(terms, alpha=cfg.alpha, gamma=cfg.gamma)
+def combine(cfg: DatasetConfig, terms: dict[str, torch.Tensor], method: Method = METHODS["xtask"]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    return method.task_losses(terms, alpha=cfg.alpha, gamma=cfg.gamma)

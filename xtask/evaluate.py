@@ -16,6 +16,7 @@ from .data.prepare import PreparedSplit
 from .engine import build_model
 from .hardware import resolve
 from .errors import XTaskError
+from .methods import METHODS, Method
 from .metrics import PaperMetrics, StandardMetrics
 
 # The settings that change the network's shape: a checkpoint must agree on all of them.
@@ -29,8 +30,10 @@ def _percent(scores: dict[str, float]) -> dict[str, float]:
 
 
 def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[str] = None,
-             amp_override: Optional[str] = None, progress: bool = True, root: Path = Path(".")) -> dict[str, Any]:
-    """Scores the prepared validation split (whatever ``data_source`` training read)."""
+             amp_override: Optional[str] = None, progress: bool = True, root: Path = Path("."),
+             method: Method = METHODS["xtask"]) -> dict[str, Any]:
+    """Scores the prepared validation split (whatever ``data_source`` training read); a single-task
+    method gets its own task's scores only."""
     hw = resolve(cfg, device_override, amp_override=amp_override)
     device = hw.device
     state = checkpoint.load(ckpt_path, map_location=device)
@@ -39,7 +42,10 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
         if saved.get(key) != getattr(cfg, key):
             raise XTaskError(f"{ckpt_path}: trained with {key} = {saved.get(key)!r}, but params say "
                              f"{cfg.name}.{key} = {getattr(cfg, key)!r}; retrain (dvc repro)")
-    model = build_model(cfg, pretrained=False)
+    if state.get("method", "xtask") != method.name:
+        raise XTaskError(f"{ckpt_path}: a {state.get('method', 'xtask')} checkpoint, but {method.name} was asked "
+                         "to be evaluated")
+    model = build_model(cfg, method, pretrained=False)
     model.load_state_dict(state["model"])
     run_model = hw.model(model).eval()
     prepared = cfg.prepared_dir(root)
@@ -59,20 +65,24 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
                 out = run_model(hw.input(batch.image), with_transfer=False)
             paper.update(out.seg, out.depth, batch.seg, batch.depth)
             standard.update(out.seg, out.depth, batch.seg, batch.depth)
-            constant = torch.full_like(batch.depth, mean_depth)
-            base_paper.update(out.seg, constant, batch.seg, batch.depth)
-            base_std.update(out.seg, constant, batch.seg, batch.depth)
+            if out.depth is not None:
+                constant = torch.full_like(batch.depth, mean_depth)
+                base_paper.update(None, constant, batch.seg, batch.depth)
+                base_std.update(None, constant, batch.seg, batch.depth)
     std = standard.compute()
-    bp, bs = base_paper.compute(), base_std.compute()
-    return {
-        "dataset": cfg.name, "method": "xtask", "seed": int(state.get("seed", -1)),
+    result = {
+        "dataset": cfg.name, "method": method.name, "seed": int(state.get("seed", -1)),
         "best_epoch": int(state["epoch"]), "val_images": len(val), "depth_unit": meta["depth_kind"],
         "amp": hw.amp,
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
-        "standard_iou_per_class": dict(zip(class_names(cfg.format, cfg.num_classes),
-                                           (100 * v for v in std["iou_per_class"]))),
-        "baseline_mean_depth": {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
-                                "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],
-                                "standard_rmse": bs["rmse"]},
     }
+    if "seg" in method.tasks:
+        result["standard_iou_per_class"] = dict(zip(class_names(cfg.format, cfg.num_classes),
+                                                    (100 * v for v in std["iou_per_class"])))
+    if "depth" in method.tasks:
+        bp, bs = base_paper.compute(), base_std.compute()
+        result["baseline_mean_depth"] = {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
+                                         "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],
+                                         "standard_rmse": bs["rmse"]}
+    return result

@@ -99,12 +99,15 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
     (see ``xtask.train``), and None keeps PyTorch's own mean.
     """
     # Computed in fp32 whatever the autocast dtype, so that bf16 training sees the same losses.
-    seg, depth = out.seg.float(), out.depth.float()
-    terms = {
-        "seg": (F.cross_entropy(seg, seg_target, ignore_index=ignore_index) if seg_denominator is None else
-                F.cross_entropy(seg, seg_target, ignore_index=ignore_index, reduction="sum") / seg_denominator),
-        "depth": depth_loss(depth, depth_target, depth_mask, lp),
-    }
+    # A single-task network has one of the two outputs only (the other is None).
+    seg = out.seg.float() if out.seg is not None else None
+    depth = out.depth.float() if out.depth is not None else None
+    terms = {}
+    if seg is not None:
+        terms["seg"] = (F.cross_entropy(seg, seg_target, ignore_index=ignore_index) if seg_denominator is None else
+                        F.cross_entropy(seg, seg_target, ignore_index=ignore_index, reduction="sum") / seg_denominator)
+    if depth is not None:
+        terms["depth"] = depth_loss(depth, depth_target, depth_mask, lp)
     if out.seg_transferred is not None:
         terms["seg_transferred"] = transferred_seg_loss(
             out.seg_transferred.float(), seg.detach().argmax(dim=1), seg_mask,

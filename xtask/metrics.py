@@ -50,23 +50,30 @@ class PaperMetrics:
     def __init__(self, num_classes: int, ignore_index: int):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self._sums: torch.Tensor | None = None  # [miou, pix_acc, abs*n, rel*n, images]
+        self._tasks: set[str] = set()
 
-    def update(self, seg_logits: torch.Tensor, depth_pred: torch.Tensor, seg_target: torch.Tensor,
+    def update(self, seg_logits: torch.Tensor | None, depth_pred: torch.Tensor | None, seg_target: torch.Tensor,
                depth_target: torch.Tensor) -> None:
-        n = seg_logits.shape[0]
-        conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).double()
-        inter = conf.diagonal(dim1=1, dim2=2)
-        union = conf.sum(1) + conf.sum(2) - inter
-        present = union > 0
-        miou = (inter / union.clamp_min(1)).sum(1) / present.sum(1).clamp_min(1)
-        pix_acc = inter.sum(1) / conf.sum((1, 2)).clamp_min(1)
-        dp, dt, valid = _depth_inputs(depth_pred, depth_target)
-        err = (dp - dt).abs()
-        count = valid.sum().clamp_min(1).double()
-        abs_err = (err * valid).sum().double() / count
-        rel_err = (err / dt.where(valid, torch.ones_like(dt)) * valid).sum().double() / count
-        batch = torch.stack([miou.sum(), pix_acc.sum(), abs_err * n, rel_err * n,
-                             torch.full((), float(n), dtype=torch.float64, device=conf.device)])
+        """A single-task network passes None for the task it lacks; that task's scores are then absent."""
+        n = seg_target.shape[0]
+        zero = torch.zeros((), dtype=torch.float64, device=seg_target.device)
+        miou_sum = pix_sum = abs_n = rel_n = zero
+        if seg_logits is not None:
+            self._tasks.add("seg")
+            conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).double()
+            inter = conf.diagonal(dim1=1, dim2=2)
+            union = conf.sum(1) + conf.sum(2) - inter
+            present = union > 0
+            miou_sum = ((inter / union.clamp_min(1)).sum(1) / present.sum(1).clamp_min(1)).sum()
+            pix_sum = (inter.sum(1) / conf.sum((1, 2)).clamp_min(1)).sum()
+        if depth_pred is not None:
+            self._tasks.add("depth")
+            dp, dt, valid = _depth_inputs(depth_pred, depth_target)
+            err = (dp - dt).abs()
+            count = valid.sum().clamp_min(1).double()
+            abs_n = (err * valid).sum().double() / count * n
+            rel_n = (err / dt.where(valid, torch.ones_like(dt)) * valid).sum().double() / count * n
+        batch = torch.stack([miou_sum, pix_sum, abs_n, rel_n, zero + n])
         self._sums = batch if self._sums is None else self._sums + batch
 
     def all_reduce(self, reduce_sum, device: torch.device) -> None:
@@ -80,7 +87,12 @@ class PaperMetrics:
         if self._sums is None:
             raise ValueError("PaperMetrics.compute() before any update()")
         miou, pix, abs_n, rel_n, n = self._sums.tolist()
-        return {"miou": miou / n, "pix_acc": pix / n, "abs_err": abs_n / n, "rel_err": rel_n / n}
+        out = {}
+        if "seg" in self._tasks:
+            out.update(miou=miou / n, pix_acc=pix / n)
+        if "depth" in self._tasks:
+            out.update(abs_err=abs_n / n, rel_err=rel_n / n)
+        return out
 
 
 class StandardMetrics:
@@ -91,10 +103,14 @@ class StandardMetrics:
         self._confusion: torch.Tensor | None = None
         self._depth: torch.Tensor | None = None  # [sum abs, sum rel, sum sq, d1, d2, d3, count]
 
-    def update(self, seg_logits: torch.Tensor, depth_pred: torch.Tensor, seg_target: torch.Tensor,
+    def update(self, seg_logits: torch.Tensor | None, depth_pred: torch.Tensor | None, seg_target: torch.Tensor,
                depth_target: torch.Tensor) -> None:
-        conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).sum(0)
-        self._confusion = conf if self._confusion is None else self._confusion + conf
+        """None for a task the network lacks: its scores are then absent from ``compute``."""
+        if seg_logits is not None:
+            conf = per_image_confusion(seg_logits, seg_target, self.num_classes, self.ignore_index).sum(0)
+            self._confusion = conf if self._confusion is None else self._confusion + conf
+        if depth_pred is None:
+            return
         dp, dt, valid = _depth_inputs(depth_pred, depth_target)
         # masks, not boolean indexing, so that nothing waits for the device
         dp, dt, v = dp.double(), dt.where(valid, torch.ones_like(dt)).double(), valid.double()
@@ -107,16 +123,21 @@ class StandardMetrics:
         self._depth = sums if self._depth is None else self._depth + sums
 
     def compute(self) -> dict[str, float]:
-        if self._confusion is None:
+        if self._confusion is None and self._depth is None:
             raise ValueError("StandardMetrics.compute() before any update()")
-        conf = self._confusion.double()
-        inter = conf.diag()
-        union = conf.sum(0) + conf.sum(1) - inter
-        present = union > 0
-        miou = (inter[present] / union[present]).mean().item() if present.any() else 0.0
-        pix_acc = (inter.sum() / conf.sum().clamp_min(1)).item()
-        s_abs, s_rel, s_sq, d1, d2, d3, n = self._depth.tolist()
-        n = max(n, 1.0)
-        return {"miou": miou, "pix_acc": pix_acc, "abs_err": s_abs / n, "rel_err": s_rel / n,
-                "rmse": (s_sq / n) ** 0.5, "delta1": d1 / n, "delta2": d2 / n, "delta3": d3 / n,
-                "iou_per_class": (inter / union.clamp_min(1)).tolist()}
+        out: dict = {}
+        if self._confusion is not None:
+            conf = self._confusion.double()
+            inter = conf.diag()
+            union = conf.sum(0) + conf.sum(1) - inter
+            present = union > 0
+            out["miou"] = (inter[present] / union[present]).mean().item() if present.any() else 0.0
+            out["pix_acc"] = (inter.sum() / conf.sum().clamp_min(1)).item()
+        if self._depth is not None:
+            s_abs, s_rel, s_sq, d1, d2, d3, n = self._depth.tolist()
+            n = max(n, 1.0)
+            out.update(abs_err=s_abs / n, rel_err=s_rel / n, rmse=(s_sq / n) ** 0.5,
+                       delta1=d1 / n, delta2=d2 / n, delta3=d3 / n)
+        if self._confusion is not None:
+            out["iou_per_class"] = (inter / union.clamp_min(1)).tolist()
+        return out

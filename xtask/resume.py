@@ -26,9 +26,10 @@ from .errors import XTaskError
 NOT_HASHED = ("device", "workers", "compile", "channels_last", "data_source", "deterministic")
 
 
-def hashed_config(cfg: DatasetConfig, seed: int) -> dict[str, Any]:
+def hashed_config(cfg: DatasetConfig, seed: int, method: str = "xtask") -> dict[str, Any]:
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED}
     config["seed"] = seed
+    config["method"] = method
     return config
 
 

@@ -16,12 +16,13 @@ from .batches import Batch, batch_options, iterate, make_loader, open_split
 from .config import DatasetConfig
 from .distributed import World, check_batch, setup, wrap
 from .engine import build_model, combine, compute_terms, seed_everything
+from .methods import METHODS, Method
 from .errors import XTaskError
 from .hardware import Hardware, resolve
 from .metrics import PaperMetrics
 from .resume import Interrupted, StopRequest, check_resumable, config_hash, hashed_config, restore_rng, rng_state
 
-TERMS = ("seg", "depth", "seg_transferred", "depth_transferred")
+XTASK = METHODS["xtask"]
 
 
 def _seg_denominator(cfg: DatasetConfig, batch: Batch, world: World) -> Optional[torch.Tensor]:
@@ -41,10 +42,10 @@ def _forward(model, cfg: DatasetConfig, hw: Hardware, batch: Batch, world: World
     return out, compute_terms(cfg, out, batch, _seg_denominator(cfg, batch, world))
 
 
-def forward_losses(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch):
+def forward_losses(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, method: Method = XTASK):
     """(outputs, loss terms, balanced total) of one batch."""
     out, terms = _forward(model, cfg, hw, batch)
-    return out, terms, balancer.combine(*combine(cfg, terms))
+    return out, terms, balancer.combine(*combine(cfg, terms, method))
 
 
 def _share(batch: Batch, world: World) -> float:
@@ -56,11 +57,11 @@ def _share(batch: Batch, world: World) -> float:
 
 
 def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, optimizer, scaler=None,
-               world: World = World()):
+               world: World = World(), method: Method = XTASK):
     """One optimisation step; returns the loss terms and the balanced total (on the device)."""
     _, terms = _forward(model, cfg, hw, batch, world)
     optimizer.zero_grad(set_to_none=True)
-    label, image = combine(cfg, terms)
+    label, image = combine(cfg, terms, method)
     share = _share(batch, world)
     if share != 1.0:
         label, image = label * share, image * share
@@ -77,7 +78,8 @@ def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, 
 
 def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optimizer=None, scaler=None,
               generator=None, metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True,
-              sums: Optional[torch.Tensor] = None, on_step=None, world: World = World()) -> torch.Tensor:
+              sums: Optional[torch.Tensor] = None, on_step=None, world: World = World(),
+              method: Method = XTASK) -> torch.Tensor:
     """One pass over ``loader``; trains when an optimizer is given. Returns the loss sums.
 
     Nothing in the loop waits for the device: the sums ([terms..., total, images, first non-finite
@@ -87,7 +89,7 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
     device = hw.device
     model.train(training)
     if sums is None:
-        sums = torch.zeros(len(TERMS) + 3, dtype=torch.float64, device=device)
+        sums = torch.zeros(len(method.terms) + 3, dtype=torch.float64, device=device)
         sums[-1] = -1
     step = loader.sampler.skip
     with torch.set_grad_enabled(training):
@@ -95,13 +97,13 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
                    desc=desc, leave=False, disable=None if progress else True, file=sys.stderr)
         for batch in bar:
             if training:
-                terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler, world)
+                terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler, world, method)
             else:
-                out, terms, total = forward_losses(model, balancer, cfg, hw, batch)
+                out, terms, total = forward_losses(model, balancer, cfg, hw, batch, method)
                 if metrics is not None:
                     metrics.update(out.seg, out.depth, batch.seg, batch.depth)
             n = batch.image.shape[0]
-            values = torch.stack([*(terms[t].detach().double() for t in TERMS), total.detach().double()])
+            values = torch.stack([*(terms[t].detach().double() for t in method.terms), total.detach().double()])
             # remember the first step whose losses were not finite, still without a sync
             first_bad = torch.where((sums[-1] < 0) & ~torch.isfinite(values).all(),
                                     torch.full((), float(step), dtype=torch.float64, device=device), sums[-1])
@@ -121,12 +123,12 @@ def reduce_sums(sums: torch.Tensor, world: World) -> torch.Tensor:
     return sums
 
 
-def summarise(sums: torch.Tensor) -> dict[str, float]:
+def summarise(sums: torch.Tensor, method: Method = XTASK) -> dict[str, float]:
     """Mean losses per image from the sums; the one host synchronisation of an epoch."""
     values = sums.tolist()
     n = values[-2]
-    out = {f"loss_{t}": values[i] / n for i, t in enumerate(TERMS)}
-    out["loss"] = values[len(TERMS)] / n
+    out = {f"loss_{t}": values[i] / n for i, t in enumerate(method.terms)}
+    out["loss"] = values[len(method.terms)] / n
     out["first_nonfinite_step"] = values[-1]
     return out
 
@@ -137,23 +139,24 @@ def _log_epoch(live, entry: dict[str, float]) -> None:
     live.next_step()
 
 
-def resume_state(cfg: DatasetConfig, seed: int, out_dir: Path, *, restart: bool = False) -> Optional[dict]:
+def resume_state(cfg: DatasetConfig, seed: int, out_dir: Path, *, restart: bool = False, method: Method = XTASK
+                 ) -> Optional[dict]:
     """The saved state a run in ``out_dir`` resumes from, or None; raises if it must be refused."""
     last_path = Path(out_dir) / "last.pt"
     if restart or not last_path.exists():
         return None
-    return check_resumable(checkpoint.load(last_path), last_path, hashed_config(cfg, seed))
+    return check_resumable(checkpoint.load(last_path), last_path, hashed_config(cfg, seed, method.name))
 
 
 def _weights(state: dict[str, Any]) -> dict[str, Any]:
     """What evaluation needs of a state: best.pt stays small (no optimiser, generators or log)."""
-    keep = ("model", "balancer", "config", "seed", "epoch", "depth_kind", "amp", "config_hash")
+    keep = ("model", "balancer", "config", "method", "seed", "epoch", "depth_kind", "amp", "config_hash")
     return {k: state[k] for k in keep}
 
 
 def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Optional[str] = None,
           amp_override: Optional[str] = None, live=None, progress: bool = True, root: Path = Path("."),
-          restart: bool = False, world: World = World()) -> dict[str, Any]:
+          restart: bool = False, world: World = World(), method: Method = XTASK) -> dict[str, Any]:
     """Train one seed; ``best.pt`` and ``last.pt`` in ``out_dir``; resumes from ``last.pt`` when it
     holds an unfinished run with the same params. Returns a summary.
 
@@ -166,9 +169,9 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     seed_everything(seed)
     out_dir = Path(out_dir)
     last_path = out_dir / "last.pt"
-    config = hashed_config(cfg, seed)
+    config = hashed_config(cfg, seed, method.name)
     digest = config_hash(config)
-    state = resume_state(cfg, seed, out_dir, restart=restart)
+    state = resume_state(cfg, seed, out_dir, restart=restart, method=method)
     if state is None and last_path.exists() and not restart and world.is_main:
         print(f"{last_path}: not resumed (a finished run with other params, or not a training state); "
               "training starts afresh", file=sys.stderr)
@@ -177,12 +180,12 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     if train_split.meta["num_classes"] != cfg.num_classes:
         raise XTaskError(f"{cfg.prepared_dir(root)}/meta.json: prepared for {train_split.meta['num_classes']} "
                          f"classes but params say {cfg.name}.num_classes = {cfg.num_classes}; rerun the prepare stage")
-    model = build_model(cfg, pretrained=None if state is None else False)
+    model = build_model(cfg, method, pretrained=None if state is None else False)
     hw.place(model)
     run_model = hw.compiled(wrap(model, world, hw.device))
     # validation needs no gradient sync, and ranks score different numbers of batches: no DDP there
     val_model = hw.compiled(model) if world.distributed else run_model
-    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha,
+    balancer = make_balancer(method.balancing(cfg.balancing), model.encoder.last_conv().weight, cfg.gradnorm_alpha,
                              world=world).to(hw.device)
     optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
     scaler = hw.grad_scaler()
@@ -223,7 +226,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
             _log_epoch(live, entry)
 
     def snapshot(epoch: int, step: int, finished: bool, sums=None, epoch_order=None) -> dict[str, Any]:
-        return {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": dataclasses.asdict(cfg),
+        return {"model": model.state_dict(), "balancer": balancer.state_dict(), "config": dataclasses.asdict(cfg), "method": method.name,
                 "hashed_config": config, "config_hash": digest, "seed": seed, "epoch": epoch,
                 "step": step, "finished": finished, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else {},
@@ -231,7 +234,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                 "amp": hw.amp, "sums": sums.cpu() if sums is not None else None, "epoch_order": epoch_order,
                 "world_size": world.size}
 
-    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"{cfg.name} seed {seed}",
+    epochs = tqdm(range(start_epoch, cfg.epochs + 1), desc=f"{cfg.name} {method.name} seed {seed}",
                   disable=None if progress else True, file=sys.stderr)
     with StopRequest() as stop:
         for epoch in epochs:
@@ -252,17 +255,18 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
 
             tr_sums = run_epoch(run_model, balancer, cfg, train_loader, hw, kwargs, optimizer=optimizer,
                                 scaler=scaler, generator=augment, desc="train", progress=progress, sums=sums,
-                                on_step=on_step, world=world)
+                                on_step=on_step, world=world, method=method)
             sums, epoch_order = None, None
-            tr = summarise(reduce_sums(tr_sums, world))
+            tr = summarise(reduce_sums(tr_sums, world), method)
             if tr["first_nonfinite_step"] >= 0:
-                bad = [t for t in TERMS if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
+                bad = [t for t in method.terms if not math.isfinite(tr[f"loss_{t}"])] or ["total"]
                 raise XTaskError(f"training diverged: non-finite loss ({', '.join(bad)}) at epoch {epoch} step "
                                  f"{int(tr['first_nonfinite_step']) + 1}; the last good checkpoint is kept in "
                                  f"{last_path}")
             metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
             va = summarise(reduce_sums(run_epoch(val_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics,
-                                                 desc="val", progress=progress, world=world), world))
+                                                 desc="val", progress=progress, world=world, method=method), world),
+                           method)
             metrics.all_reduce(world.all_reduce_sum, hw.device)
             scores = metrics.compute()
             lr = optimizer.param_groups[0]["lr"]
@@ -280,7 +284,8 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
                 if improved:
                     checkpoint.save(out_dir / "best.pt", _weights(state))
                 checkpoint.save(last_path, state)
-            epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}", miou=f"{scores['miou']:.3f}")
+            epochs.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}",
+                               **{k: f"{scores[k]:.3f}" for k in ("miou", "abs_err") if k in scores})
             if live is not None:
                 _log_epoch(live, entry)
     last = history[-1] if history else {}
