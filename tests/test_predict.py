@@ -23,8 +23,9 @@ from xtask.errors import XTaskError
 from xtask.evaluate import evaluate
 from xtask.figures import Examples, panels, write_examples_figure
 from xtask.model.convert import convert_key
+from xtask.data.transforms import to_model_input
 from xtask.predict import predict_files
-from xtask.weights import load_weights
+from xtask.weights import load_weights, trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # The listing's first configuration: the parity fixtures' c0, at the original's widths (decoder 128, TTNet 64).
@@ -171,7 +172,8 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_output_of_its_own(work, t
 
 def _as_original(state: dict, cfg) -> dict:
     """This project's state dict under the original's key names (the converter, run backwards)."""
-    keys = fixtures.original_keys(cfg.enc_layers, cfg.num_classes, cfg.batch_norm, cfg.wider_ttnet)
+    # key names do not depend on the number of classes; the listing has 7 classes for ResNet18
+    keys = fixtures.original_keys(cfg.enc_layers, 7, cfg.batch_norm, cfg.wider_ttnet)
     names = {convert_key(k): k for k, _, _ in keys}
     assert set(names) == set(state)
     # DataParallel's prefix, as older versions of the original saved it
@@ -201,6 +203,26 @@ def test_our_checkpoint_and_its_original_key_names_predict_identically(work, tmp
     b = evaluate(tiny, tmp_path / "orig.pth", progress=False, root=root)
     assert (a.pop("seed"), a.pop("best_epoch"), b.pop("seed"), b.pop("best_epoch")) == (4, 2, -1, -1)
     assert a == b
+
+
+def test_an_original_nyu_checkpoint_gets_unnormalised_images_as_it_was_trained(tmp_path):
+    # the original fed NYUv2 images in [0, 1] (MTAN's arrays as stored), Cityscapes ones normalised
+    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("nyu"), **{**TINY, "num_classes": 13})
+    torch.manual_seed(3)
+    net = build_model(cfg).eval()
+    torch.save(_as_original(net.state_dict(), cfg), tmp_path / "model.pth")
+    torch.save({"model": net.state_dict(), "config": dataclasses.asdict(cfg)}, tmp_path / "ours.pt")
+    image = torch.randint(0, 256, (1, 64, 128, 3), dtype=torch.uint8)
+    x = to_model_input(image)  # what evaluate and predict feed every model
+    original, _ = trained_model(cfg, tmp_path / "model.pth")
+    ours, _ = trained_model(cfg, tmp_path / "ours.pt")
+    with torch.no_grad():
+        want_original, want_ours = net(image.permute(0, 3, 1, 2).float() / 255), net(x)
+        got_original, got_ours = original(x), ours(x)
+    for name in ("seg", "depth", "seg_transferred", "depth_transferred"):
+        assert torch.allclose(getattr(got_original, name), getattr(want_original, name), rtol=1e-4, atol=1e-5)
+        assert torch.equal(getattr(got_ours, name), getattr(want_ours, name))
+    assert not torch.allclose(want_original.depth, want_ours.depth, rtol=1e-4, atol=1e-5)
 
 
 def test_palettes_follow_the_datasets():

@@ -10,6 +10,11 @@ Two formats are recognised from the file's content (never its name):
   architecture is read from the tensor shapes and must equal the dataset section's.
 
 Either way the file is read with ``weights_only=True`` (``checkpoint.load``): tensors and plain values only.
+
+Inputs: every caller feeds ImageNet-normalised images (``to_model_input``), as this project trains.
+The original did so for Cityscapes, but fed NYUv2 images as MTAN stores them, in [0, 1] without
+normalisation; an original NYUv2 checkpoint is therefore wrapped in ``OriginalNYUInput``, which
+undoes the normalisation before its network.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ from . import checkpoint
 from .config import DatasetConfig
 from .engine import build_model
 from .errors import XTaskError
-from .model import XTaskNet, convert_original_state_dict
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .model import XTaskNet, XTaskOutput, convert_original_state_dict
 
 # The settings that change the network's shape: a checkpoint must agree on all of them.
 ARCHITECTURE = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "decoder_width", "ttnet_width")
@@ -157,10 +163,26 @@ def check_fits(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: 
                              f"{tuple(mine[key].shape)}")
 
 
-def trained_model(cfg: DatasetConfig, path: str | Path) -> tuple[XTaskNet, Weights]:
-    """``cfg``'s model (CPU, eval mode) holding the weights of ``path``, and what the file said."""
+class OriginalNYUInput(torch.nn.Module):
+    """An original NYUv2 network behind the project's input convention: normalised -> [0, 1] images."""
+
+    def __init__(self, net: XTaskNet):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor, with_transfer: bool = True) -> XTaskOutput:
+        return self.net(x * self.std + self.mean, with_transfer=with_transfer)
+
+
+def trained_model(cfg: DatasetConfig, path: str | Path) -> tuple[torch.nn.Module, Weights]:
+    """``cfg``'s model (CPU, eval mode) holding the weights of ``path``, taking normalised images
+    whatever the file's origin, and what the file said."""
     weights = load_weights(path, cfg)
     model = build_model(cfg, pretrained=False)
     check_fits(model, weights.state_dict, Path(path))
     model.load_state_dict(weights.state_dict)
+    if weights.source == "original" and cfg.format == "nyu":
+        return OriginalNYUInput(model).eval(), weights
     return model.eval(), weights
