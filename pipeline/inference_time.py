@@ -26,7 +26,8 @@ def main() -> None:
     parser = dataset_parser(__doc__, seed=True)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint to time (default models/<dataset>/xtask/seed<k>/best.pt)")
-    parser.add_argument("--warmup", type=_positive, default=None, help="untimed passes per mode (default 5 CPU, 50 GPU)")
+    parser.add_argument("--warmup", type=_positive, default=None,
+                        help="untimed passes per mode (default 5 CPU, 50 GPU)")
     parser.add_argument("--iters", type=_positive, default=None, help="timed passes per mode (default 20 CPU, 300 GPU)")
     parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default=None, help="override the params' amp")
     parser.add_argument("--out", type=Path, default=None, help="JSON (default metrics/<dataset>/xtask/inference.json)")

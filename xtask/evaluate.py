@@ -96,8 +96,8 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
     bp, bs = base_paper.compute(), base_std.compute()
     return {
         "dataset": cfg.name, "method": "xtask", "seed": -1 if weights.seed is None else weights.seed,
-        "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val), "depth_unit": meta["depth_kind"],
-        "amp": hw.amp,
+        "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val),
+        "depth_unit": meta["depth_kind"], "amp": hw.amp,
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
         "standard_iou_per_class": dict(zip(class_names(cfg.format, cfg.num_classes),

@@ -65,14 +65,16 @@ def inference_time(cfg: DatasetConfig, hw: Hardware, ckpt_path: Optional[Path], 
         model, weights = trained_model(cfg, ckpt_path)
         source = f"checkpoint ({weights.source} format)"
     else:
-        torch.manual_seed(0)
         model = build_model(cfg, pretrained=False).eval()
-        source = "random: no checkpoint; a randomly initialised model of the same architecture (time does not depend on the weights)"
+        source = ("random: no checkpoint; a randomly initialised model of the same architecture "
+                  "(time does not depend on the weights)")
     run_model = hw.model(model).eval()
-    x = hw.input(torch.randn(1, 3, cfg.height, cfg.width, generator=torch.Generator().manual_seed(0)).to(hw.device))
+    image = torch.randn(1, 3, cfg.height, cfg.width, generator=torch.Generator().manual_seed(0))
+    x = hw.input(image.to(hw.device))
     result: dict[str, Any] = {
         "dataset": cfg.name, "method": "xtask", "checkpoint": None if ckpt_path is None else str(ckpt_path),
-        "weights": source, "random_weights": ckpt_path is None, "batch_size": 1, "height": cfg.height, "width": cfg.width,
+        "weights": source, "random_weights": ckpt_path is None,
+        "batch_size": 1, "height": cfg.height, "width": cfg.width,
         "device": hw.device.type, "device_name": device_name(hw.device), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "amp": hw.amp, "channels_last": hw.channels_last, "compile": hw.compile,
         "warmup": warmup, "iters": iters,
