@@ -1,27 +1,31 @@
-"""Evaluation of a trained checkpoint on the validation split: paper and standard metrics."""
+"""Evaluation of a trained checkpoint on the validation split: paper and standard metrics, and the
+qualitative figure of the first validation images.
+
+The checkpoint may be this project's or the original xtask_mt's ``model.pth`` (see ``weights``).
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import checkpoint
-from .batches import batch_options, iterate, make_loader
+from .batches import batch_options, iterate, make_loader, to_batch
+from .colours import seg_palette
 from .config import DatasetConfig
 from .data.labels import class_names
 from .data.prepare import PreparedSplit
-from .engine import build_model
-from .hardware import resolve
-from .errors import XTaskError
+from .figures import Examples, write_examples_figure
+from .hardware import Hardware, resolve
 from .methods import METHODS, Method
 from .metrics import PaperMetrics, StandardMetrics
+from .weights import ARCHITECTURE, trained_model  # noqa: F401  (ARCHITECTURE: evaluate's public name)
 
-# The settings that change the network's shape: a checkpoint must agree on all of them.
-ARCHITECTURE = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "decoder_width", "ttnet_width")
 PERCENT = ("miou", "pix_acc")
+FIGURE_IMAGES = 4
 
 
 def _percent(scores: dict[str, float]) -> dict[str, float]:
@@ -29,24 +33,42 @@ def _percent(scores: dict[str, float]) -> dict[str, float]:
     return {k: (100 * v if k in PERCENT else v) for k, v in scores.items() if k != "iou_per_class"}
 
 
+def _numpy(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else t.detach().float().cpu().numpy()
+
+
+def _labels(logits: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if logits is None else logits.argmax(1).cpu().numpy()
+
+
+def _depth(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else _numpy(t[:, 0])
+
+
+def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, batch_kwargs: dict) -> Examples:
+    """The first ``k`` images of ``split``, their targets and every prediction (TTNets included)."""
+    raw = split.read(list(range(min(k, len(split)))))
+    batch = to_batch(tuple(torch.from_numpy(a) for a in raw), hw.device, **batch_kwargs)
+    with torch.no_grad(), hw.autocast():
+        out = run_model(hw.input(batch.image), with_transfer=True)
+    return Examples(image=raw[0], seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
+                    seg_transferred=_labels(out.seg_transferred), depth_target=_depth(batch.depth),
+                    depth=_depth(out.depth), depth_transferred=_depth(out.depth_transferred))
+
+
 def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[str] = None,
              amp_override: Optional[str] = None, progress: bool = True, root: Path = Path("."),
+             figure_path: Optional[Path] = None, figure_images: int = FIGURE_IMAGES,
              method: Method = METHODS["xtask"]) -> dict[str, Any]:
-    """Scores the prepared validation split (whatever ``data_source`` training read); a single-task
-    method gets its own task's scores only."""
+    """Scores the prepared validation split (whatever ``data_source`` training read); with
+    ``figure_path``, also writes the qualitative figure of its first ``figure_images`` images there.
+    A single-task method gets its own task's scores only.
+
+    ``seed`` and ``best_epoch`` are -1 for an original checkpoint, which does not record them.
+    """
     hw = resolve(cfg, device_override, amp_override=amp_override)
     device = hw.device
-    state = checkpoint.load(ckpt_path, map_location=device)
-    saved = state.get("config", {})
-    for key in ARCHITECTURE:
-        if saved.get(key) != getattr(cfg, key):
-            raise XTaskError(f"{ckpt_path}: trained with {key} = {saved.get(key)!r}, but params say "
-                             f"{cfg.name}.{key} = {getattr(cfg, key)!r}; retrain (dvc repro)")
-    if state.get("method", "xtask") != method.name:
-        raise XTaskError(f"{ckpt_path}: a {state.get('method', 'xtask')} checkpoint, but {method.name} was asked "
-                         "to be evaluated")
-    model = build_model(cfg, method, pretrained=False)
-    model.load_state_dict(state["model"])
+    model, weights = trained_model(cfg, ckpt_path, method)
     run_model = hw.model(model).eval()
     prepared = cfg.prepared_dir(root)
     val = PreparedSplit(prepared, "val")
@@ -69,11 +91,16 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
                 constant = torch.full_like(batch.depth, mean_depth)
                 base_paper.update(None, constant, batch.seg, batch.depth)
                 base_std.update(None, constant, batch.seg, batch.depth)
+    if figure_path is not None:
+        ex = examples(run_model, hw, val, figure_images, kwargs)
+        write_examples_figure(ex, figure_path, palette=seg_palette(cfg.format, cfg.num_classes),
+                              depth_kind=meta["depth_kind"],
+                              title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} ({weights.source} checkpoint)")
     std = standard.compute()
     result = {
-        "dataset": cfg.name, "method": method.name, "seed": int(state.get("seed", -1)),
-        "best_epoch": int(state["epoch"]), "val_images": len(val), "depth_unit": meta["depth_kind"],
-        "amp": hw.amp,
+        "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,
+        "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val),
+        "depth_unit": meta["depth_kind"], "amp": hw.amp,
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
     }

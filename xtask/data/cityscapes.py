@@ -100,7 +100,8 @@ def disparity_to_inverse_depth(p: np.ndarray) -> np.ndarray:
     return np.minimum(inv, MAX_INVERSE_DEPTH).astype(np.float32)
 
 
-def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """To (height, width) with nearest neighbour, as the original (images too); also what ``predict`` does."""
     if arr.shape[:2] == (height, width):
         return arr
     return cv2.resize(arr, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -137,9 +138,9 @@ def read_sample(
         raise XTaskError(f"{s.label}: label ids {bad[:5]} are not Cityscapes label ids (expected 0..33)")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return (
-        _resize(image, height, width),
-        _resize(lut[label], height, width),
-        _resize(disparity_to_inverse_depth(disp), height, width),
+        resize(image, height, width),
+        resize(lut[label], height, width),
+        resize(disparity_to_inverse_depth(disp), height, width),
     )
 
 

@@ -10,6 +10,7 @@ from xtask.data.labels import NYU_CLASS_NAMES, NYU_IGNORE_INDEX
 from xtask.errors import XTaskError
 
 KINDS = ("image", "label", "depth")
+IMAGE_EXPECTED = "a float array (H,W,3) in [0,1]"
 LAYOUT = "<root>/{train,val}/{image,label,depth}/<i>.npy with i = 0..N-1"
 
 
@@ -59,10 +60,29 @@ def _check(path: Path, ok: bool, expected: str, arr: np.ndarray) -> None:
         raise XTaskError(f"{path}: expected {expected}, got shape {arr.shape} of {arr.dtype}")
 
 
-def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """To (height, width) with nearest neighbour; also what ``predict`` does."""
     if arr.shape[:2] == (height, width):
         return arr
     return cv2.resize(arr, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def image_to_uint8(image: np.ndarray) -> np.ndarray:
+    """MTAN's float RGB image in [0, 1] -> uint8, as prepared (the model input is normalised from it)."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _is_image(arr: np.ndarray) -> bool:
+    return arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype.kind == "f"
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image .npy in MTAN's format -> uint8 (H,W,3) at its own size (``predict``'s NYUv2 input)."""
+    image = _load(Path(path))
+    _check(Path(path), _is_image(image), IMAGE_EXPECTED, image)
+    if not np.isfinite(image).all():
+        raise XTaskError(f"{path}: contains NaN or infinite values")
+    return image_to_uint8(image)
 
 
 def read_sample(
@@ -72,8 +92,7 @@ def read_sample(
     paths = {kind: Path(root) / split / kind / f"{i}.npy" for kind in KINDS}
     image, label, depth = (_load(paths[kind]) for kind in KINDS)
 
-    _check(paths["image"], image.ndim == 3 and image.shape[2] == 3 and image.dtype.kind == "f",
-           "a float array (H,W,3) in [0,1]", image)
+    _check(paths["image"], _is_image(image), IMAGE_EXPECTED, image)
     if depth.ndim == 3 and depth.shape[2] == 1:
         depth = depth[:, :, 0]
     _check(paths["depth"], depth.ndim == 2 and depth.dtype.kind == "f", "a float array (H,W,1) in metres", depth)
@@ -93,9 +112,8 @@ def read_sample(
         raise XTaskError(
             f"{paths['label']}: label values {bad[:5].tolist()} outside {{-1, 0..{len(NYU_CLASS_NAMES) - 1}}}"
         )
-    image_u8 = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
     return (
-        _resize(image_u8, height, width),
-        _resize(label.astype(np.int16), height, width),
-        _resize(depth.astype(np.float32), height, width),
+        resize(image_to_uint8(image), height, width),
+        resize(label.astype(np.int16), height, width),
+        resize(depth.astype(np.float32), height, width),
     )

@@ -1,0 +1,52 @@
+"""Inference time: what the JSON holds and that both modes run; never how fast (machines differ)."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from xtask.config import load_params
+from xtask.engine import build_model
+from xtask.hardware import resolve
+from xtask.inference_time import MODES, inference_time
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"enc_layers": 18, "decoder_width": 8, "ttnet_width": 4, "height": 64, "width": 128, "device": "cpu"}
+FIGURES = {"images_per_s", "latency_ms_median", "latency_ms_p90", "latency_ms_mean"}
+
+
+def _check(result: dict, iters: int) -> None:
+    assert result["batch_size"] == 1 and (result["height"], result["width"]) == (64, 128)
+    assert result["device"] == "cpu" and result["torch_threads"] >= 1 and result["iters"] == iters
+    for mode in MODES:
+        assert set(result[mode]) == FIGURES
+        assert all(v > 0 for v in result[mode].values())
+        assert result[mode]["latency_ms_p90"] >= result[mode]["latency_ms_median"]
+
+
+def test_a_checkpoint_is_timed_in_both_modes(tmp_path):
+    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("synthetic"), **TINY)
+    torch.save({"model": build_model(cfg).state_dict(), "config": dataclasses.asdict(cfg), "seed": 0, "epoch": 1},
+               tmp_path / "best.pt")
+    result = inference_time(cfg, resolve(cfg), tmp_path / "best.pt", warmup=1, iters=3)
+    _check(result, 3)
+    assert result["random_weights"] is False and result["checkpoint"] == str(tmp_path / "best.pt")
+    json.dumps(result)  # plain values only: it is written as a metrics file
+
+
+def test_the_command_times_a_random_model_when_there_is_no_checkpoint(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["synthetic"].update(TINY)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "pipeline.inference_time", "synthetic", "--warmup", "1", "--iters", "2"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "models/synthetic/xtask/seed0/best.pt does not exist" in r.stderr
+    result = json.loads((tmp_path / "metrics/synthetic/xtask/inference.json").read_text())
+    _check(result, 2)
+    assert result["random_weights"] is True and result["checkpoint"] is None and "random" in result["weights"]
