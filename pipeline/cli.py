@@ -10,10 +10,10 @@ from xtask.errors import XTaskError
 from xtask.methods import METHODS
 
 
-def dataset_parser(description: str, *, seed: bool = False) -> argparse.ArgumentParser:
+def dataset_parser(description: str, *, seed: bool = False, method: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("dataset", help="a dataset section of params.yaml (synthetic, cityscapes, nyu)")
-    if seed:
+    if seed and method:
         parser.add_argument("--method", choices=tuple(METHODS), default="xtask",
                             help="xtask (the paper), mtl (no TaskTransferNets), stl_seg or stl_depth (default xtask)")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

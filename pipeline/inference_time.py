@@ -1,8 +1,9 @@
 """Inference time: images/s and latency (median, p90) at batch 1 at the params' height x width, direct
 predictions only and full (with the TaskTransferNets) -> metrics/<dataset>/xtask/inference.json.
 
-Times models/<dataset>/xtask/seed<k>/best.pt, or --checkpoint (either format); when the default
-checkpoint does not exist, a randomly initialised model of the same architecture (the JSON says so).
+Times models/<dataset>/xtask/seed<k>/best.pt, or --checkpoint (either format); with --random-weights,
+or when the default checkpoint does not exist, a randomly initialised model of the same architecture
+(the JSON says so).
 """
 import argparse
 import sys
@@ -23,9 +24,13 @@ def _positive(text: str) -> int:
 
 
 def main() -> None:
-    parser = dataset_parser(__doc__, seed=True)
+    # XTask only: the direct-vs-full comparison is about its TaskTransferNets
+    parser = dataset_parser(__doc__, seed=True, method=False)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="checkpoint to time (default models/<dataset>/xtask/seed<k>/best.pt)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="time a randomly initialised model of the params' architecture (the time does not "
+                             "depend on the weights; the pipeline's stage uses this, so it needs no trained model)")
     parser.add_argument("--warmup", type=_positive, default=None,
                         help="untimed passes per mode (default 5 CPU, 50 GPU)")
     parser.add_argument("--iters", type=_positive, default=None, help="timed passes per mode (default 20 CPU, 300 GPU)")
@@ -33,8 +38,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="JSON (default metrics/<dataset>/xtask/inference.json)")
     args = parser.parse_args()
     _, cfg = dataset_config(args)
+    if args.random_weights and args.checkpoint is not None:
+        parser.error("--random-weights and --checkpoint exclude each other")
     ckpt = args.checkpoint
-    if ckpt is None:
+    if args.random_weights:
+        ckpt = None
+    elif ckpt is None:
         ckpt = Path("models") / cfg.name / "xtask" / f"seed{args.seed}" / "best.pt"
         if not ckpt.exists():
             print(f"inference_time: {ckpt} does not exist; timing a randomly initialised model", file=sys.stderr)

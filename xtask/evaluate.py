@@ -48,7 +48,7 @@ def _depth(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
 def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, batch_kwargs: dict) -> Examples:
     """The first ``k`` images of ``split``, their targets and every prediction (TTNets included)."""
     raw = split.read(list(range(min(k, len(split)))))
-    batch = to_batch(tuple(torch.from_numpy(a) for a in raw), hw.device, **batch_kwargs)
+    batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), hw.device, **batch_kwargs)
     with torch.no_grad(), hw.autocast():
         out = run_model(hw.input(batch.image), with_transfer=True)
     return Examples(image=raw[0], seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
