@@ -2,10 +2,12 @@
 
 Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/xtask/seed<k>/last.pt.
 """
+import sys
 from pathlib import Path
 
 from dvclive import Live
 
+from xtask.launch import exec_if_needed
 from xtask.train import resume_state, train
 
 from .cli import dataset_config, dataset_parser, run
@@ -16,7 +18,8 @@ def main() -> None:
     parser.add_argument("--restart", action="store_true",
                         help="ignore a saved unfinished run in the checkpoint folder and start over")
     args = parser.parse_args()
-    _, cfg = dataset_config(args)
+    params, cfg = dataset_config(args)
+    exec_if_needed(params.launch, sys.argv[1:])  # params.yaml `launch`: docker or torchrun take over here
     out_dir = Path("models") / cfg.name / "xtask" / f"seed{args.seed}"
     resume_state(cfg, args.seed, out_dir, restart=args.restart)  # refuse before the log is touched
     with Live(str(Path("dvclive") / cfg.name / "xtask" / f"seed{args.seed}"), dvcyaml=False, save_dvc_exp=False,
