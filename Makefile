@@ -1,7 +1,12 @@
 # The README's two commands. Both set up .venv first (idempotent: pip skips what is installed).
 PY := .venv/bin/python
+IMAGE ?= xtask:latest
+BASE ?= main
+# CPU threads for the committed synthetic metrics: CPU kernels split their reductions by thread, so the
+# numbers are exact for one thread count only; 2 is what CI's machine has and what produced them.
+CHECK_THREADS ?= 2
 
-.PHONY: setup repro test test-all
+.PHONY: setup repro test test-all metrics-diff check-metrics docker-build docker-repro
 
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
@@ -20,3 +25,20 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# Reproduce, then the metrics and params diff against BASE (default main) as Markdown: the CI's PR comment.
+metrics-diff: repro
+	$(PY) -m pipeline.metrics_diff --base $(BASE)
+
+# Reproduce with CHECK_THREADS CPU threads, then fail if the metrics differ from the committed ones
+# (.ci/run; README "CI and metrics diffs"). Also the way to produce the metrics files to commit.
+check-metrics: setup
+	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
+	$(PY) -m pipeline.check_metrics
+
+# The container route (README, "Containers"): build the image, then `dvc repro` inside it, as you.
+docker-build:
+	docker build -t $(IMAGE) .
+
+docker-repro:
+	XTASK_UID=$$(id -u) XTASK_GID=$$(id -g) XTASK_IMAGE=$(IMAGE) docker compose run --rm repro

@@ -3,11 +3,13 @@
 Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/<method>/seed<k>/last.pt.
 """
 import contextlib
+import sys
 from pathlib import Path
 
 from dvclive import Live
 
 from xtask.distributed import teardown, world_from_env
+from xtask.launch import exec_if_needed
 from xtask.methods import get_method
 from xtask.train import resume_state, train
 
@@ -19,7 +21,8 @@ def main() -> None:
     parser.add_argument("--restart", action="store_true",
                         help="ignore a saved unfinished run in the checkpoint folder and start over")
     args = parser.parse_args()
-    _, cfg = dataset_config(args)
+    params, cfg = dataset_config(args)
+    exec_if_needed(params.launch, sys.argv[1:])  # params.yaml `launch`: docker or torchrun take over here
     world = world_from_env()
     method = get_method(args.method)
     out_dir = Path("models") / cfg.name / method.name / f"seed{args.seed}"

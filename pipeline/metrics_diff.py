@@ -1,0 +1,47 @@
+"""Markdown of `dvc metrics diff` and `dvc params diff` against a base revision (the PR comment).
+
+`make metrics-diff [BASE=rev]` runs `make repro` first and prints this; the CI workflow
+(.github/workflows/metrics.yml) posts the same text to the pull request.
+"""
+import argparse
+import subprocess
+import sys
+
+from xtask.errors import XTaskError
+from xtask.io import write_text
+
+from .cli import run
+
+
+def _dvc(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        last = ((r.stderr or r.stdout).strip().splitlines() or ["failed"])[-1]
+        raise XTaskError(f"dvc {' '.join(args)}: {last}")
+    return r.stdout.strip()
+
+
+def diff_markdown(base: str) -> str:
+    sections = []
+    for what, none in (("metrics", "No metric changed."), ("params", "No parameter changed.")):
+        table = _dvc(what, "diff", "--md", base)
+        if len(table.splitlines()) <= 2:  # dvc prints the header row alone when nothing changed
+            table = none
+        sections.append(f"### {what.capitalize()}: `{base}` -> this workspace\n\n{table}\n")
+    return "\n".join(sections)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", default="main", help="the git revision to compare with (default main)")
+    parser.add_argument("--out", help="write the markdown to this file instead of printing it")
+    args = parser.parse_args()
+    text = diff_markdown(args.base)
+    if args.out:
+        write_text(args.out, text)
+    else:
+        print(text, end="")
+
+
+if __name__ == "__main__":
+    run(main)
