@@ -16,6 +16,7 @@ def dataset_parser(description: str, *, seed: bool = False, method: bool = True)
     if seed and method:
         parser.add_argument("--method", choices=tuple(METHODS), default="xtask",
                             help="xtask (the paper), mtl (no TaskTransferNets), stl_seg or stl_depth (default xtask)")
+    if seed:
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                             help="override the params' device")

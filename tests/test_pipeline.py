@@ -94,3 +94,24 @@ def test_bad_params_fail_with_one_line(repo, tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == ("error: params.yaml: synthetic.lp: expected one of "
                                 "['L1', 'MSE', 'logL1', 'smoothL1'], got 'L3'")
+
+
+def test_nproc_per_node_makes_the_train_stage_run_under_torchrun(repo, tmp_path):
+    # params.yaml `launch.nproc_per_node: 2`: the stage command re-executes itself under torchrun
+    # (2 gloo processes on the CPU); rank 0 alone writes the checkpoint and the log
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["launch"]["nproc_per_node"] = 2
+    params["synthetic"]["device"] = "cpu"
+    two = tmp_path / "params.yaml"
+    two.write_text(yaml.safe_dump(params))
+    env = {**_env(), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "pipeline.train", "synthetic", "--seed", "7", "--params", str(two),
+                        "--no-progress"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc_per_node 2" in r.stderr
+    assert r.stdout.count("best epoch") == 1 and "x 2 processes" in r.stdout
+    import torch
+    state = torch.load(repo / "models/synthetic/xtask/seed7/last.pt", weights_only=True)
+    assert state["finished"] and state["world_size"] == 2
+    live = json.loads((repo / "dvclive/synthetic/xtask/seed7/metrics.json").read_text())
+    assert live["step"] == TINY["epochs"] - 1
