@@ -95,7 +95,9 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, *, device_override: Optional[s
         ex = examples(run_model, hw, val, figure_images, kwargs)
         write_examples_figure(ex, figure_path, palette=seg_palette(cfg.format, cfg.num_classes),
                               depth_kind=meta["depth_kind"],
-                              title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} ({weights.source} checkpoint)")
+                              title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} "
+                                    f"({'the original xtask_mt' if weights.source == 'original' else 'this project'}'s "
+                                    "checkpoint)")
     std = standard.compute()
     result = {
         "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,
