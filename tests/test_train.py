@@ -175,3 +175,31 @@ def test_a_checkpoint_that_is_not_a_training_state_is_not_resumed(tiny, tmp_path
     summary = train(dataclasses.replace(cfg, epochs=1), 0, tmp_path / "run", progress=False, root=root)
     assert summary["best_epoch"] == 1
     assert "last.pt: not resumed" in capsys.readouterr().err
+
+
+def test_a_finished_run_is_reused_only_by_the_same_code(tiny, monkeypatch, capsys):
+    # DVC reruns the train stage when xtask/ changed; the finished last.pt of the old code must not
+    # stand in for the new code's run (persist: true keeps it in place)
+    root, cfg = tiny
+    train(cfg, 3, root / "code", progress=False, root=root)
+    before = (root / "code" / "last.pt").stat().st_mtime_ns
+    train(cfg, 3, root / "code", progress=False, root=root)  # same params and code: nothing to do
+    assert (root / "code" / "last.pt").stat().st_mtime_ns == before
+    import xtask.resume
+    monkeypatch.setattr(xtask.resume, "code_hash", lambda: "changed")
+    capsys.readouterr()
+    train(cfg, 3, root / "code", progress=False, root=root)
+    assert "not resumed" in capsys.readouterr().err
+    state = torch.load(root / "code" / "last.pt", weights_only=True)
+    assert state["hashed_config"]["code"] == "changed" and state["finished"]
+
+
+def test_an_unfinished_run_of_other_code_is_refused_naming_it(tmp_path):
+    from xtask.resume import check_resumable, config_hash
+    old = {"lr": 0.001, "code": "aaaa"}
+    new = {"lr": 0.001, "code": "bbbb"}
+    state = {"config_hash": config_hash(old), "hashed_config": old, "finished": False}
+    with pytest.raises(XTaskError, match="code 'aaaa' -> 'bbbb'"):
+        check_resumable(state, tmp_path / "last.pt", new)
+    assert check_resumable({**state, "finished": True}, tmp_path / "last.pt", new) is None
+    assert check_resumable(state, tmp_path / "last.pt", old) is state

@@ -3,7 +3,9 @@
 The state is written atomically at every epoch end (and at the step where SIGTERM/SIGINT arrived):
 model, optimiser, scheduler, balancing weights, loss scaler, every random generator, the position
 in the epoch, the best-so-far and the per-epoch log. A state is resumed only by a run whose params
-hash equals the state's; an unfinished state from other params is refused, never mixed in.
+and code hash equal the state's; an unfinished state from other params or code is refused, never
+mixed in, and a finished one is trained again (DVC reruns the stage when its code changed: a
+finished run of the old code must not stand in for it).
 """
 from __future__ import annotations
 
@@ -26,10 +28,19 @@ from .errors import XTaskError
 NOT_HASHED = ("device", "workers", "compile", "channels_last", "data_source", "deterministic")
 
 
+def code_hash(package: Path = Path(__file__).parent) -> str:
+    """Of every Python source of the ``xtask`` package (what computes the result)."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def hashed_config(cfg: DatasetConfig, seed: int, method: str = "xtask") -> dict[str, Any]:
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_HASHED}
     config["seed"] = seed
     config["method"] = method
+    config["code"] = code_hash()
     return config
 
 
@@ -42,7 +53,8 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check_resumable(state: Optional[dict], path: Path, config: dict[str, Any]) -> Optional[dict]:
-    """The state to resume from, or None to start afresh; refuses an unfinished run with other params."""
+    """The state to resume from, or None to start afresh; refuses an unfinished run with other params
+    or code."""
     if state is None:
         return None
     if "config_hash" not in state:  # not written by a resumable run (an older or foreign checkpoint)
@@ -50,11 +62,11 @@ def check_resumable(state: Optional[dict], path: Path, config: dict[str, Any]) -
     if state.get("config_hash") == config_hash(config):
         return state
     if state.get("finished"):
-        return None  # a finished run with other params: this is a new run, nothing is mixed
+        return None  # a finished run with other params or code: this is a new run, nothing is mixed
     keys = changed_keys(state.get("hashed_config", {}), config)
     shown = ", ".join(f"{k} {state.get('hashed_config', {}).get(k)!r} -> {config.get(k)!r}" for k in keys[:4])
     raise XTaskError(f"{path}: an unfinished run with other params is here ({shown}); resume it with its "
-                     f"params, or delete {path.parent} (or pass --restart) to start over")
+                     f"params and code, or delete {path.parent} (or pass --restart) to start over")
 
 
 def rng_state(augment: torch.Generator, sampler: torch.Generator) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     digest = config_hash(config)
     state = resume_state(cfg, seed, out_dir, restart=restart, method=method)
     if state is None and last_path.exists() and not restart and world.is_main:
-        print(f"{last_path}: not resumed (a finished run with other params, or not a training state); "
+        print(f"{last_path}: not resumed (a finished run with other params or code, or not a training state); "
               "training starts afresh", file=sys.stderr)
     train_split, val_split = open_split(cfg, "train", root), open_split(cfg, "val", root)
     depth_kind = train_split.meta["depth_kind"]
