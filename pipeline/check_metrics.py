@@ -1,6 +1,6 @@
 """Check that the metrics JSON in the workspace (after `dvc repro`) are the committed ones.
 
-`make check-metrics` runs `make repro` first; .ci/run calls it, so a change that moves the synthetic
+`make check-metrics` runs `dvc repro` first (with the committed files' CPU thread count); .ci/run calls it, so a change that moves the synthetic
 metrics fails CI until the new numbers are committed. Prints one line per difference and exits 1.
 """
 import argparse

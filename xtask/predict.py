@@ -1,7 +1,7 @@
 """Predictions for image files, preprocessed exactly as the evaluated data was.
 
 An image is read with OpenCV (NYUv2 also takes MTAN's float ``.npy`` images), resized to the params'
-height x width by its dataset reader's own ``resize`` (nearest neighbour, as the original and the
+height x width by ``resize_nearest``, the readers' own resize (nearest neighbour, as the original and the
 prepare stage), and normalised by ``to_model_input``, the function evaluation uses. For each input
 ``<stem>`` the outputs are (other tools rely on these names):
 
@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from .colours import colourise_depth, colourise_seg, seg_palette
 from .config import DatasetConfig
-from .data import cityscapes, nyu
+from .data import nyu
 from .data.prepare import DEPTH_KINDS
+from .data.resize import resize_nearest
 from .data.transforms import to_model_input
 from .errors import XTaskError
 from .hardware import Hardware, resolve
@@ -33,8 +34,6 @@ from .io import atomic_path
 from .weights import trained_model
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# each dataset's reader resizes its own way; predict must resize as that reader did for evaluation
-RESIZE = {"cityscapes": cityscapes.resize, "nyu": nyu.resize}
 
 
 def input_suffixes(fmt: str) -> tuple[str, ...]:
@@ -93,7 +92,7 @@ def read_input(path: Path, fmt: str, height: int, width: int) -> np.ndarray:
         image = nyu.read_image(path)
     else:
         image = read_rgb(path)
-    return RESIZE[fmt](image, height, width)
+    return resize_nearest(image, height, width)
 
 
 def predict_image(run_model: torch.nn.Module, hw: Hardware, image: np.ndarray

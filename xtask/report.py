@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import pandas as pd
 
 from .errors import XTaskError
+from .methods import METHODS
 
 # The original README's tables (mIoU and PixAcc in %, Abs and AbsRel as printed there).
 # Cityscapes prints AbsRel x100; NYUv2 prints it as a fraction.
@@ -36,8 +37,8 @@ REPORTED = {
 REPORTED_XTASK = {"cityscapes": "XTask (Ours)", "nyu": "XTask (Ours)†"}
 REL_SCALE = {"cityscapes": 100.0, "nyu": 1.0, "synthetic": 100.0}
 DATASET_ORDER = ("cityscapes", "nyu", "synthetic")
-METHOD_ORDER = ("xtask", "mtl", "stl_seg", "stl_depth")
-STL = {"stl_seg": "seg", "stl_depth": "depth"}  # single-task method -> the task it has
+METHOD_ORDER = tuple(METHODS)
+STL = tuple(name for name, m in METHODS.items() if not m.multi_task)  # the baselines of delta_m
 
 SEG = ("miou", "pix_acc")
 FAMILIES = {"paper": SEG + ("abs_err", "rel_err"),
@@ -57,7 +58,7 @@ MINUS = "\u2212"
 
 
 def _tasks(method: str) -> tuple[str, ...]:
-    return (STL[method],) if method in STL else ("seg", "depth")
+    return METHODS[method].tasks if method in METHODS else ("seg", "depth")
 
 
 def _required(method: str, family: str) -> tuple[str, ...]:

@@ -139,13 +139,15 @@ def _log_epoch(live, entry: dict[str, float]) -> None:
     live.next_step()
 
 
-def resume_state(cfg: DatasetConfig, seed: int, out_dir: Path, *, restart: bool = False, method: Method = XTASK
-                 ) -> Optional[dict]:
-    """The saved state a run in ``out_dir`` resumes from, or None; raises if it must be refused."""
+def resume_state(cfg: DatasetConfig, seed: int, out_dir: Path, *, restart: bool = False, method: Method = XTASK,
+                 config: Optional[dict[str, Any]] = None) -> Optional[dict]:
+    """The saved state a run in ``out_dir`` resumes from, or None; raises if it must be refused.
+    ``config``: the run's ``hashed_config``, when the caller has it already (it hashes the sources)."""
     last_path = Path(out_dir) / "last.pt"
     if restart or not last_path.exists():
         return None
-    return check_resumable(checkpoint.load(last_path), last_path, hashed_config(cfg, seed, method.name))
+    return check_resumable(checkpoint.load(last_path), last_path,
+                           config if config is not None else hashed_config(cfg, seed, method.name))
 
 
 def _weights(state: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +173,7 @@ def train(cfg: DatasetConfig, seed: int, out_dir: Path, *, device_override: Opti
     last_path = out_dir / "last.pt"
     config = hashed_config(cfg, seed, method.name)
     digest = config_hash(config)
-    state = resume_state(cfg, seed, out_dir, restart=restart, method=method)
+    state = resume_state(cfg, seed, out_dir, restart=restart, method=method, config=config)
     if state is None and last_path.exists() and not restart and world.is_main:
         print(f"{last_path}: not resumed (a finished run with other params or code, or not a training state); "
               "training starts afresh", file=sys.stderr)

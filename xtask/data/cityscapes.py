@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from xtask.data.labels import valid_label_ids
+from xtask.data.resize import resize_nearest
 from xtask.errors import XTaskError
 
 IMAGE_DIR, IMAGE_SUFFIX = "leftImg8bit", "_leftImg8bit.png"
@@ -100,13 +101,6 @@ def disparity_to_inverse_depth(p: np.ndarray) -> np.ndarray:
     return np.minimum(inv, MAX_INVERSE_DEPTH).astype(np.float32)
 
 
-def resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """To (height, width) with nearest neighbour, as the original (images too); also what ``predict`` does."""
-    if arr.shape[:2] == (height, width):
-        return arr
-    return cv2.resize(arr, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 def read_sample(
     s: RawSample, *, lut: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -138,9 +132,9 @@ def read_sample(
         raise XTaskError(f"{s.label}: label ids {bad[:5]} are not Cityscapes label ids (expected 0..33)")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return (
-        resize(image, height, width),
-        resize(lut[label], height, width),
-        resize(disparity_to_inverse_depth(disp), height, width),
+        resize_nearest(image, height, width),
+        resize_nearest(lut[label], height, width),
+        resize_nearest(disparity_to_inverse_depth(disp), height, width),
     )
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from xtask.data.labels import NYU_CLASS_NAMES, NYU_IGNORE_INDEX
+from xtask.data.resize import resize_nearest
 from xtask.errors import XTaskError
 
 KINDS = ("image", "label", "depth")
@@ -60,13 +60,6 @@ def _check(path: Path, ok: bool, expected: str, arr: np.ndarray) -> None:
         raise XTaskError(f"{path}: expected {expected}, got shape {arr.shape} of {arr.dtype}")
 
 
-def resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """To (height, width) with nearest neighbour; also what ``predict`` does."""
-    if arr.shape[:2] == (height, width):
-        return arr
-    return cv2.resize(arr, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 def image_to_uint8(image: np.ndarray) -> np.ndarray:
     """MTAN's float RGB image in [0, 1] -> uint8, as prepared (the model input is normalised from it)."""
     return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -113,7 +106,7 @@ def read_sample(
             f"{paths['label']}: label values {bad[:5].tolist()} outside {{-1, 0..{len(NYU_CLASS_NAMES) - 1}}}"
         )
     return (
-        resize(image_to_uint8(image), height, width),
-        resize(label.astype(np.int16), height, width),
-        resize(depth.astype(np.float32), height, width),
+        resize_nearest(image_to_uint8(image), height, width),
+        resize_nearest(label.astype(np.int16), height, width),
+        resize_nearest(depth.astype(np.float32), height, width),
     )
