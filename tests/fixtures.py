@@ -1,4 +1,5 @@
-"""Access to ../shared/reference: the values the original xtask_mt code computed."""
+"""Access to tests/reference: the project's copy of the values the original xtask_mt code computed
+(taken from ../shared/reference, where new versions appear; see tests/reference/fixtures/README.md)."""
 from __future__ import annotations
 
 import json
@@ -10,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 FIXTURES = REFERENCE / "fixtures"
 
 
 def load(name: str) -> np.lib.npyio.NpzFile:
     path = FIXTURES / f"{name}.npz"
     if not path.is_file():
-        pytest.fail(f"parity fixture {path} is missing: ../shared must sit beside the checkout")
+        pytest.fail(f"parity fixture {path} is missing from the checkout")
     return np.load(path)
 
 

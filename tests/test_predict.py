@@ -1,5 +1,5 @@
 """predict, evaluate and the checkpoint formats: a model.pth with the original xtask_mt's key names and
-shapes (../shared/reference/original-xtask_mt-state-dict.txt), this project's checkpoints, the figure."""
+shapes (tests/reference/original-xtask_mt-state-dict.txt), this project's checkpoints, the figure."""
 import dataclasses
 import json
 import os

@@ -1,6 +1,6 @@
 """The four XTask loss terms and their combination into the label and image losses.
 
-Definitions follow ../shared/reference/fixtures/README.md (the original's numbers), except the
+Definitions follow tests/reference/fixtures/README.md (the original's numbers), except the
 ``kl`` option, which is a correct per-pixel KL divergence (the original's reshapes (N, C, H, W) with
 ``view(N, H*W, C)`` and so mixes classes with pixels).
 """
