@@ -1,0 +1,1 @@
+"""The DVC stage entry points (python -m pipeline.<stage>) and the tools beside them, thin over xtask."""

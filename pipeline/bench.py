@@ -7,9 +7,9 @@ import argparse
 import dataclasses
 import json
 
-from xtask.bench import bench
-from xtask.config import load_params
-from xtask.hardware import resolve
+from xtask.tools.bench import bench
+from xtask.common.config import load_params
+from xtask.training.hardware import resolve
 
 from .cli import run
 

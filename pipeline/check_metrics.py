@@ -5,8 +5,8 @@ metrics fails CI until the new numbers are committed. Prints one line per differ
 """
 import argparse
 
-from xtask.errors import XTaskError
-from xtask.metrics_check import ROOTS, RTOL, committed_metrics, compare, flatten, workspace_metrics
+from xtask.common.errors import XTaskError
+from xtask.tools.metrics_check import ROOTS, RTOL, committed_metrics, compare, flatten, workspace_metrics
 
 from .cli import run
 

@@ -1,13 +1,17 @@
-"""What every stage entry point shares: argument parsing and turning user errors into one line."""
+"""What every stage entry point shares: argument parsing and turning user errors into one line.
+
+Paths of a stage's inputs and outputs are arguments: dvc.yaml passes them, so that where a stage reads
+and writes is said in one place (the stage's ``deps`` and ``outs``)."""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
-from xtask.config import DatasetConfig, Params, load_params
-from xtask.errors import XTaskError
-from xtask.methods import METHODS
+from xtask.common.config import DatasetConfig, Params, load_params
+from xtask.common.errors import XTaskError
+from xtask.common.methods import METHODS
 
 
 def dataset_parser(description: str, *, seed: bool = False, method: bool = True) -> argparse.ArgumentParser:
@@ -23,6 +27,10 @@ def dataset_parser(description: str, *, seed: bool = False, method: bool = True)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+def path_arg(parser: argparse.ArgumentParser, flag: str, what: str, *, required: bool = True) -> None:
+    parser.add_argument(flag, type=Path, required=required, help=what)
 
 
 def dataset_config(args: argparse.Namespace) -> tuple[Params, DatasetConfig]:

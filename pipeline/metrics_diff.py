@@ -7,8 +7,8 @@ import argparse
 import subprocess
 import sys
 
-from xtask.errors import XTaskError
-from xtask.io import write_text
+from xtask.common.errors import XTaskError
+from xtask.common.io import write_text
 
 from .cli import run
 

@@ -9,8 +9,8 @@ to --out, and with --raw also <stem>_seg.npy (int64 class indices, H x W) and <s
 import argparse
 from pathlib import Path
 
-from xtask.config import load_params
-from xtask.predict import predict_files
+from xtask.common.config import load_params
+from xtask.tools.predict import predict_files
 
 from .cli import run
 

@@ -1,10 +1,11 @@
-"""Stage `prepare`: validate the raw dataset once and write the training-resolution copy."""
+"""Stage `prepare`: validate the raw dataset (params `input_path`) once and write the training-resolution
+copy to --out."""
 from pathlib import Path
 
 from xtask.data.prepare import prepare
-from xtask.errors import XTaskError
+from xtask.common.errors import XTaskError
 
-from .cli import dataset_config, dataset_parser, run
+from .cli import dataset_config, dataset_parser, path_arg, run
 
 # What a raw dataset folder must hold, per on-disk format, and how to say so.
 EXPECTED = {
@@ -14,14 +15,16 @@ EXPECTED = {
 
 
 def main() -> None:
-    args = dataset_parser(__doc__).parse_args()
+    parser = dataset_parser(__doc__)
+    path_arg(parser, "--out", "the prepared dataset folder to write")
+    args = parser.parse_args()
     _, cfg = dataset_config(args)
     raw = Path(cfg.input_path)
     folders, description = EXPECTED[cfg.format]
     if not raw.is_dir() or not any((raw / f).is_dir() for f in folders):
         raise XTaskError(f"{raw}: no {cfg.name} data found; put {description} there "
                          f"(README: 'Reproducing the paper'), or set {cfg.name}.input_path in params.yaml")
-    prepare(cfg.format, raw, cfg.prepared_dir(), num_classes=cfg.num_classes, height=cfg.height, width=cfg.width,
+    prepare(cfg.format, raw, args.out, num_classes=cfg.num_classes, height=cfg.height, width=cfg.width,
             expect_full_size=cfg.expect_full_size, progress=not args.no_progress)
 
 

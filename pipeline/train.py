@@ -1,38 +1,43 @@
-"""Stage `train`: train one method on one dataset with one seed; checkpoints in models/, logs in dvclive/.
+"""Stage `train`: train one method on one dataset with one seed -> --out/best.pt, per-epoch log (dvclive) in --live.
 
-Run again after a kill or a SIGTERM/SIGINT, it resumes from models/<dataset>/<method>/seed<k>/last.pt.
+Run again after a kill or a SIGTERM/SIGINT, it resumes from its state in --scratch (written at most every
+--save-every seconds, and at the signal); the state is removed once the run finished.
 """
 import contextlib
 import sys
-from pathlib import Path
 
 from dvclive import Live
 
-from xtask.distributed import teardown, world_from_env
-from xtask.launch import exec_if_needed
-from xtask.methods import get_method
-from xtask.train import resume_state, train
+from xtask.common.methods import get_method
+from xtask.runtime.launch import exec_if_needed
+from xtask.training.distributed import teardown, world_from_env
+from xtask.training.train import SAVE_EVERY_S, train
 
-from .cli import dataset_config, dataset_parser, run
+from .cli import dataset_config, dataset_parser, path_arg, run
 
 
 def main() -> None:
     parser = dataset_parser(__doc__, seed=True)
-    parser.add_argument("--restart", action="store_true",
-                        help="ignore a saved unfinished run in the checkpoint folder and start over")
+    path_arg(parser, "--data", "the prepared dataset folder (the prepare stage's output)")
+    path_arg(parser, "--out", "the model folder: best.pt is written there when the run finished")
+    path_arg(parser, "--live", "the dvclive folder of the per-epoch log")
+    parser.add_argument("--scratch", default="scratch",
+                        help="folder of resumable states, one subfolder per run (default scratch)")
+    parser.add_argument("--save-every", type=float, default=SAVE_EVERY_S, metavar="SECONDS",
+                        help=f"write the resumable state at most this often (default {SAVE_EVERY_S:g}; "
+                             "also at SIGTERM/SIGINT)")
+    parser.add_argument("--restart", action="store_true", help="discard a saved state of this run and start over")
     args = parser.parse_args()
     params, cfg = dataset_config(args)
     exec_if_needed(params.launch, sys.argv[1:])  # params.yaml `launch`: docker or torchrun take over here
     world = world_from_env()
     method = get_method(args.method)
-    out_dir = Path("models") / cfg.name / method.name / f"seed{args.seed}"
-    resume_state(cfg, args.seed, out_dir, restart=args.restart, method=method)  # refuse before the log is touched
-    log_dir = Path("dvclive") / cfg.name / method.name / f"seed{args.seed}"
     try:
         # one writer: rank 0 logs, the other ranks of a torchrun launch only compute
-        with Live(str(log_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main \
+        with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main \
                 else contextlib.nullcontext() as live:
-            summary = train(cfg, args.seed, out_dir, device_override=args.device, live=live,
+            summary = train(cfg, args.seed, args.data, args.out, scratch_root=args.scratch,
+                            save_every_s=args.save_every, device_override=args.device, live=live,
                             progress=not args.no_progress, restart=args.restart, world=world, method=method)
     finally:
         teardown(world)

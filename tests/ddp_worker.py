@@ -4,29 +4,28 @@
 
 ``steps``: two optimiser steps with BatchNorm in eval mode (so no per-rank batch statistics), then
 rank 0 saves the weights: DDP's result must equal one process's up to float summation order.
-``train``: the whole training loop; rank 0 saves its summary.
+``train``: the whole training loop; rank 0 saves its summary. ROOT: the prepared data.
 """
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from xtask.balancing import make_balancer
-from xtask.batches import batch_options, iterate, make_loader, open_split
-from xtask.config import load_params
-from xtask.distributed import setup, teardown, world_from_env, wrap
-from xtask.engine import build_model, seed_everything
-from xtask.hardware import resolve
-from xtask.train import train, train_step
+from xtask.training.balancing import make_balancer
+from xtask.common.prepared import PreparedSplit
+from xtask.training.batches import batch_options, iterate, make_loader
+from xtask.training.distributed import setup, teardown, world_from_env, wrap
+from xtask.training.engine import build_model, seed_everything
+from xtask.training.hardware import resolve
+from xtask.training.train import train, train_step
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny import tiny_config  # noqa: E402
 
 
-def tiny_config(balancing: str):
-    cfg = load_params("params.yaml").dataset("synthetic")
-    return dataclasses.replace(cfg, height=32, width=64, epochs=2, batch_size=4, decoder_width=8, ttnet_width=4,
-                               device="cpu", uncertainty_weights=balancing == "uncertainty",
-                               gradnorm=balancing == "gradnorm")
+def config(balancing: str):
+    return tiny_config(uncertainty_weights=balancing == "uncertainty", gradnorm=balancing == "gradnorm")
 
 
 def steps(cfg, root: Path, out: Path, world) -> None:
@@ -40,7 +39,7 @@ def steps(cfg, root: Path, out: Path, world) -> None:
     # plain SGD: the weights then differ only as much as the gradients do (Adam's first steps
     # turn a rounding difference in a near-zero gradient into a full step)
     optimizer = torch.optim.SGD([*model.parameters(), *balancer.parameters()], lr=0.01)
-    split = open_split(cfg, "train", root)
+    split = PreparedSplit(root, "train")
     loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
                          world=world)
     augment = torch.Generator().manual_seed(1)
@@ -57,12 +56,13 @@ def main() -> None:
     mode, root, out, balancing = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     torch.set_num_threads(1)
     world = world_from_env()
-    cfg = tiny_config(balancing)
+    cfg = config(balancing)
     try:
         if mode == "steps":
             steps(cfg, root, out, world)
         else:
-            summary = train(cfg, 0, out.parent / "run", progress=False, root=root, world=world)
+            summary = train(cfg, 0, root, out.parent / "run", scratch_root=out.parent / "scratch", progress=False,
+                            world=world)
             if world.is_main:
                 out.write_text(json.dumps(summary))
     finally:

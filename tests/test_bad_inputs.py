@@ -38,6 +38,15 @@ NYU_H, NYU_W = 32, 64
 STEM = "syntha_000000_000000"  # the first train sample of the synthetic set (city syntha)
 
 
+# The paths dvc.yaml hands each stage.
+STAGE_ARGS = {"prepare": "--out data/prepared/{0}",
+              "train": "--data data/prepared/{0} --out models/{0}/xtask/seed0 --live dvclive/{0}/xtask/seed0"}
+
+
+def _args(stage: str, dataset: str) -> list[str]:
+    return [dataset, "--no-progress", *STAGE_ARGS[stage].format(dataset).split()]
+
+
 # ---- the base repository copy and raw datasets ----------------------------------------------------
 
 def _params() -> dict:
@@ -268,7 +277,7 @@ class ForkServer:
     def run(self, jobs: list[tuple[str, str, Path]]) -> list[subprocess.CompletedProcess]:
         """(stage, dataset, cwd) per job, run concurrently; like subprocess.run with capture_output."""
         self.n += 1
-        specs = [{"module": f"pipeline.{stage}", "args": [dataset, "--no-progress"], "cwd": str(cwd),
+        specs = [{"module": f"pipeline.{stage}", "args": _args(stage, dataset), "cwd": str(cwd),
                   **{out: str(cwd.parent / f".{cwd.name}.{self.n}.{i}.{out}") for out in ("stdout", "stderr")}}
                  for i, (stage, dataset, cwd) in enumerate(jobs)]
         self.proc.stdin.write(json.dumps(specs) + "\n")
@@ -303,7 +312,7 @@ def _setup(base: Base, case_dir: Path, case: Case) -> None:
 
 
 def _stage(stage: str, dataset: str, cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", f"pipeline.{stage}", dataset, "--no-progress"]
+    cmd = [sys.executable, "-m", f"pipeline.{stage}", *_args(stage, dataset)]
     return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from xtask.bench import bench
-from xtask.config import load_params
-from xtask.engine import build_model
-from xtask.hardware import resolve
+from xtask.tools.bench import bench
+from xtask.common.config import load_params
+from xtask.training.engine import build_model
+from xtask.training.hardware import resolve
 
 KEYS = {"train_img_per_s", "eval_img_per_s", "loader_samples_per_s", "metric_img_per_s", "fwd_gflops_per_img",
         "train_tflops", "device"}

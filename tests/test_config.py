@@ -3,8 +3,8 @@ import copy
 import pytest
 import yaml
 
-from xtask.config import load_params, parse_params
-from xtask.errors import XTaskError
+from xtask.common.config import load_params, parse_params
+from xtask.common.errors import XTaskError
 
 BASE = yaml.safe_load(open("params.yaml"))
 

@@ -113,7 +113,7 @@ def test_dockerignore_keeps_data_outputs_and_caches_out(path):
 
 
 @pytest.mark.parametrize("path", [
-    "requirements.txt", "xtask/train.py", "xtask/data/synthetic.py", "pipeline/train.py", "dvc.yaml",
+    "requirements.txt", "xtask/training/train.py", "xtask/data/synthetic.py", "pipeline/train.py", "dvc.yaml",
     "params.yaml", ".dvc/config", "metrics/synthetic/README.md",
 ])
 def test_dockerignore_keeps_the_code_and_its_pins(path):

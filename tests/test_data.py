@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from xtask.data import cityscapes, nyu
-from xtask.data.labels import CS_IGNORE_INDEX, class_names, cityscapes_lut, valid_label_ids
-from xtask.data.prepare import PreparedSplit, prepare
+from xtask.common.labels import CS_IGNORE_INDEX, class_names, cityscapes_lut, valid_label_ids
+from xtask.common.prepared import PreparedSplit
+from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
-from xtask.data.transforms import IMAGENET_MEAN, IMAGENET_STD, random_hflip, random_scale_crop, to_model_input
-from xtask.errors import XTaskError
+from xtask.training.transforms import IMAGENET_MEAN, IMAGENET_STD, random_hflip, random_scale_crop, to_model_input
+from xtask.common.errors import XTaskError
 
 H, W = 32, 64
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from xtask.batches import EpochBatches, batch_options, iterate, make_loader
-from xtask.config import load_params
-from xtask.data.prepare import PreparedSplit, prepare
-from xtask.data.synthetic import generate
-from xtask.distributed import World, world_from_env
-from xtask.errors import XTaskError
+from xtask.training.batches import EpochBatches, batch_options, iterate, make_loader
+from xtask.common.config import load_params
+from xtask.common.prepared import PreparedSplit
+from tiny import prepare_tiny
+from xtask.training.distributed import World, world_from_env
+from xtask.common.errors import XTaskError
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "ddp_worker.py"
@@ -22,12 +22,8 @@ WORKER = REPO / "tests" / "ddp_worker.py"
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    generate(root / "raw", seed=5, n_train=7, n_val=6, height=64, width=128)
-    cfg = load_params(REPO / "params.yaml").dataset("synthetic")
-    prepare("cityscapes", root / "raw", cfg.prepared_dir(root), num_classes=7, height=32, width=64,
-            expect_full_size=False, progress=False)
-    return root
+    """The prepared data: 7 training images."""
+    return prepare_tiny(tmp_path_factory.mktemp("ddp"), n_train=7, n_val=6)
 
 
 def _worker(args, nproc: int, root: Path, out: Path):
@@ -67,7 +63,7 @@ def test_training_batches_are_split_and_evaluation_batches_dealt():
 
 def test_each_rank_augments_its_slice_exactly_as_one_process_would(root):
     cfg = load_params(REPO / "params.yaml").dataset("synthetic")
-    split = PreparedSplit(cfg.prepared_dir(root), "train")
+    split = PreparedSplit(root, "train")
 
     def batches(world):
         loader = make_loader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(0), world=world)
@@ -106,9 +102,8 @@ def test_a_torchrun_training_run_completes_near_one_process(root, tmp_path):
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["last_val"]["loss"] == pytest.approx(one["last_val"]["loss"], rel=0.05)
-    state = torch.load(tmp_path / "two" / "run" / "last.pt", weights_only=True)
-    assert state["finished"] and state["world_size"] == 2
-    assert sorted(p.name for p in (tmp_path / "two" / "run").iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in (tmp_path / "two" / "run").iterdir()) == ["best.pt"]
+    assert not any((tmp_path / "two" / "scratch").rglob("*.pt"))  # the finished run's state is gone
 
 
 def test_the_world_comes_from_torchruns_environment():

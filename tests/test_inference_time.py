@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from xtask.config import load_params
-from xtask.engine import build_model
-from xtask.hardware import resolve
-from xtask.inference_time import MODES, inference_time
+from xtask.common.config import load_params
+from xtask.training.engine import build_model
+from xtask.training.hardware import resolve
+from xtask.tools.inference_time import MODES, inference_time
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"enc_layers": 18, "decoder_width": 8, "ttnet_width": 4, "height": 64, "width": 128, "device": "cpu"}
@@ -38,15 +38,18 @@ def test_a_checkpoint_is_timed_in_both_modes(tmp_path):
     json.dumps(result)  # plain values only: it is written as a metrics file
 
 
-def test_the_command_times_a_random_model_when_there_is_no_checkpoint(tmp_path):
+def test_the_command_times_a_random_model_and_needs_to_be_told_which(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["synthetic"].update(TINY)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "pipeline.inference_time", "synthetic", "--warmup", "1", "--iters", "2"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "pipeline.inference_time", "synthetic", "--warmup", "1", "--iters", "2",
+               "--out", "timings/inference.json"]
+    r = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "one of the arguments --checkpoint --random-weights is required" in r.stderr
+    r = subprocess.run([*command, "--random-weights"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "models/synthetic/xtask/seed0/best.pt does not exist" in r.stderr
-    result = json.loads((tmp_path / "metrics/synthetic/xtask/inference.json").read_text())
+    result = json.loads((tmp_path / "timings/inference.json").read_text())
     _check(result, 2)
     assert result["random_weights"] is True and result["checkpoint"] is None and "random" in result["weights"]

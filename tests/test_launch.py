@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xtask import launch
-from xtask.config import LaunchConfig
-from xtask.errors import XTaskError
+from xtask.runtime import launch
+from xtask.common.config import LaunchConfig
+from xtask.common.errors import XTaskError
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["synthetic", "--seed", "3"]
@@ -108,7 +108,7 @@ def test_the_train_stage_with_where_docker_and_no_docker_stops_with_one_line(tmp
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {"PATH": "/nonexistent", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run([sys.executable, "-m", "pipeline.train", "synthetic", "--params",
-                        str(tmp_path / "params.yaml")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        str(tmp_path / "params.yaml"), "--data", "d", "--out", "m", "--live", "l"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: launch.where: docker, but no `docker`")

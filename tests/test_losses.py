@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 import fixtures
-from xtask.balancing import GradNorm, UncertaintyWeights
-from xtask.losses import loss_terms, task_losses, transferred_seg_loss
-from xtask.model import XTaskOutput
+from xtask.training.balancing import GradNorm, UncertaintyWeights
+from xtask.training.losses import loss_terms, task_losses, transferred_seg_loss
+from xtask.training.model import XTaskOutput
 
 CASES = sorted(fixtures.manifest()["loss_parity"].items())
 

@@ -1,28 +1,20 @@
 """The baselines trained by the same pipeline: mtl (no TaskTransferNets), stl_seg and stl_depth."""
-import dataclasses
-
 import pytest
 import torch
 
-from xtask.config import load_params
-from xtask.data.prepare import prepare
-from xtask.data.synthetic import generate
-from xtask.engine import build_model, combine, compute_terms
-from xtask.errors import XTaskError
-from xtask.evaluate import evaluate
-from xtask.methods import METHODS
-from xtask.train import train
+from tiny import prepare_tiny, tiny_config, train_tiny
+from xtask.training.engine import build_model, combine, compute_terms
+from xtask.common.errors import XTaskError
+from xtask.evaluation.evaluate import evaluate
+from xtask.common.methods import METHODS
 
-CFG = dataclasses.replace(load_params("params.yaml").dataset("synthetic"), height=32, width=64, epochs=1,
-                          batch_size=4, decoder_width=8, ttnet_width=4, device="cpu")
+CFG = tiny_config(epochs=1)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
-    generate(root / "raw", seed=5, n_train=8, n_val=4, height=64, width=128)
-    prepare("cityscapes", root / "raw", CFG.prepared_dir(root), num_classes=7, height=32, width=64,
-            expect_full_size=False, progress=False)
+    prepare_tiny(root)
     return root
 
 
@@ -66,11 +58,11 @@ def test_xtask_and_mtl_start_from_the_same_weights():
 @pytest.mark.parametrize("name", ["mtl", "stl_seg", "stl_depth"])
 def test_baselines_train_and_score_their_own_tasks(root, name):
     method = METHODS[name]
-    summary = train(CFG, 0, root / name, progress=False, root=root, method=method)
+    summary = train_tiny(CFG, 0, prepare_tiny(root), root / name, method=method)
     assert {k for k in summary["last_val"] if k.startswith("loss_")} == {f"loss_{t}" for t in method.terms}
     state = torch.load(root / name / "best.pt", weights_only=True)
     assert state["method"] == name
-    m = evaluate(CFG, root / name / "best.pt", progress=False, root=root, method=method)
+    m = evaluate(CFG, root / name / "best.pt", prepare_tiny(root), progress=False, method=method)
     assert m["method"] == name
     seg_keys = {"miou", "pix_acc"}
     depth_keys = {"abs_err", "rel_err"}
@@ -81,4 +73,4 @@ def test_baselines_train_and_score_their_own_tasks(root, name):
     if name == "stl_depth":
         assert {"rmse", "delta1"} <= set(m["standard"]) and "miou" not in m["standard"]
     with pytest.raises(XTaskError, match=f"a {name} checkpoint, but xtask was asked"):
-        evaluate(CFG, root / name / "best.pt", progress=False, root=root)
+        evaluate(CFG, root / name / "best.pt", prepare_tiny(root), progress=False)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import fixtures
-from xtask.metrics import PaperMetrics, StandardMetrics
+from xtask.common.metrics import PaperMetrics, StandardMetrics
 
 CASES = sorted(fixtures.manifest()["metric_parity"].items())
 

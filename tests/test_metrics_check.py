@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xtask.errors import XTaskError
-from xtask.metrics_check import MISSING, committed_metrics, compare, flatten, same_value, workspace_metrics
+from xtask.common.errors import XTaskError
+from xtask.tools.metrics_check import MISSING, committed_metrics, compare, flatten, same_value, workspace_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 M = {"dataset": "synthetic", "seed": 0, "paper": {"miou": 55.29, "abs_err": 0.01689}, "per_class": [1.0, 0.0]}

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 import fixtures
-from xtask.errors import XTaskError
-from xtask.model import XTaskNet, convert_original_state_dict, default_pretrained_path
+from xtask.common.errors import XTaskError
+from xtask.training.model import XTaskNet, convert_original_state_dict, default_pretrained_path
 
 CASES = sorted(fixtures.manifest()["model_parity"].items())
 

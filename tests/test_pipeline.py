@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PATHS = ("--data data/prepared/synthetic --out models/synthetic/xtask/seed{0} --live dvclive/synthetic/xtask/seed{0}")
 TINY = {"generate": {"seed": 3, "n_train": 12, "n_val": 6, "height": 64, "width": 128},
         "height": 32, "width": 64, "epochs": 2, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
 
@@ -63,8 +64,8 @@ def test_repro_writes_metrics_report_and_lock(repo):
     assert "## synthetic" in table and "XTask (Ours)" in table and "this pipeline" in table
     assert "66.51" in table and "30.31" in table  # the original README's rows
     assert (repo / "metrics/results.csv").read_text().startswith("dataset,method,source")
-    assert (repo / "models/synthetic/xtask/seed0/best.pt").is_file()
-    assert (repo / "models/synthetic/xtask/seed0/last.pt").is_file()
+    assert sorted(p.name for p in (repo / "models/synthetic/xtask/seed0").iterdir()) == ["best.pt"]
+    assert not list((repo / "scratch").rglob("state.pt"))  # the finished run's resumable state is gone
     live = json.loads((repo / "dvclive/synthetic/xtask/seed0/metrics.json").read_text())
     assert live["step"] == TINY["epochs"] - 1
     assert "train@synthetic-xtask-0" in (repo / "dvc.lock").read_text()
@@ -77,8 +78,56 @@ def test_second_repro_is_a_no_op_and_metrics_show(repo):
     assert r.returncode == 0 and "metrics/synthetic/xtask/seed0.json" in r.stdout
 
 
+def _status(repo) -> str:
+    r = _run([sys.executable, "-m", "dvc", "status"], repo)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_report_code_and_runtime_params_leave_training_and_evaluation_alone(repo):
+    report, params = repo / "xtask/reporting/report.py", repo / "params.yaml"
+    saved = report.read_text(), params.read_text()
+    try:
+        report.write_text(saved[0] + "# a comment\n")
+        status = _status(repo)
+        assert "report:" in status and "train@" not in status and "evaluate@" not in status
+        report.write_text(saved[0])
+        p = yaml.safe_load(saved[1])
+        p["synthetic"].update(workers=2, device="cpu", compile=True)
+        params.write_text(yaml.safe_dump(p, sort_keys=False))
+        assert "train@" not in _status(repo) and "evaluate@" not in _status(repo)
+        (repo / "xtask/training/losses.py").write_text((repo / "xtask/training/losses.py").read_text() + "#\n")
+        assert "train@synthetic-xtask-0" in _status(repo)  # the training code is a dependency
+    finally:
+        report.write_text(saved[0])
+        params.write_text(saved[1])
+        losses = repo / "xtask/training/losses.py"
+        losses.write_text(losses.read_text().removesuffix("#\n"))
+
+
+def test_going_back_to_params_already_run_restores_training_from_the_run_cache(repo):
+    params = repo / "params.yaml"
+    saved = params.read_text()
+    model = repo / "models/synthetic/xtask/seed0/best.pt"
+    before = model.read_bytes()
+    try:
+        p = yaml.safe_load(saved)
+        p["synthetic"]["epochs"] = 1
+        params.write_text(yaml.safe_dump(p, sort_keys=False))
+        r = _run([sys.executable, "-m", "dvc", "repro"], repo)
+        assert r.returncode == 0 and "Running stage 'train@synthetic-xtask-0'" in r.stdout, r.stdout + r.stderr
+        assert model.read_bytes() != before
+    finally:
+        params.write_text(saved)
+    r = _run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Stage 'train@synthetic-xtask-0' is cached - skipping run, checking out outputs" in r.stdout
+    assert "Running stage 'train@" not in r.stdout
+    assert model.read_bytes() == before
+
+
 def test_missing_cityscapes_says_where_the_data_goes(repo):
-    r = _run([sys.executable, "-m", "pipeline.prepare", "cityscapes"], repo)
+    r = _run([sys.executable, "-m", "pipeline.prepare", "cityscapes", "--out", "data/prepared/cityscapes"], repo)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "data/cityscapes" in lines[0] and "leftImg8bit" in lines[0]
@@ -90,7 +139,8 @@ def test_bad_params_fail_with_one_line(repo, tmp_path):
     params["synthetic"]["lp"] = "L3"
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    r = _run([sys.executable, "-m", "pipeline.train", "synthetic", "--params", str(bad)], repo)
+    r = _run([sys.executable, "-m", "pipeline.train", "synthetic", "--params", str(bad), *PATHS.format(7).split()],
+             repo)
     assert r.returncode == 1
     assert r.stderr.strip() == ("error: params.yaml: synthetic.lp: expected one of "
                                 "['L1', 'MSE', 'logL1', 'smoothL1'], got 'L3'")
@@ -106,12 +156,11 @@ def test_nproc_per_node_makes_the_train_stage_run_under_torchrun(repo, tmp_path)
     two.write_text(yaml.safe_dump(params))
     env = {**_env(), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "pipeline.train", "synthetic", "--seed", "7", "--params", str(two),
-                        "--no-progress"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+                        "--no-progress", *PATHS.format(7).split()], cwd=repo, env=env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "torch.distributed.run --standalone --nproc_per_node 2" in r.stderr
     assert r.stdout.count("best epoch") == 1 and "x 2 processes" in r.stdout
-    import torch
-    state = torch.load(repo / "models/synthetic/xtask/seed7/last.pt", weights_only=True)
-    assert state["finished"] and state["world_size"] == 2
+    assert (repo / "models/synthetic/xtask/seed7/best.pt").is_file()
     live = json.loads((repo / "dvclive/synthetic/xtask/seed7/metrics.json").read_text())
     assert live["step"] == TINY["epochs"] - 1

@@ -14,18 +14,18 @@ import torch
 import yaml
 
 import fixtures
-from xtask.colours import colourise_seg, seg_palette
-from xtask.config import load_params
+from xtask.evaluation.colours import colourise_seg, seg_palette
+from xtask.common.config import load_params
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
-from xtask.engine import build_model
-from xtask.errors import XTaskError
-from xtask.evaluate import evaluate
-from xtask.figures import Examples, panels, write_examples_figure
-from xtask.model.convert import convert_key
-from xtask.data.transforms import to_model_input
-from xtask.predict import predict_files
-from xtask.weights import load_weights, trained_model
+from xtask.training.engine import build_model
+from xtask.common.errors import XTaskError
+from xtask.evaluation.evaluate import evaluate
+from xtask.evaluation.figures import Examples, panels, write_examples_figure
+from xtask.training.model.convert import convert_key
+from xtask.training.transforms import to_model_input
+from xtask.tools.predict import predict_files
+from xtask.evaluation.weights import load_weights, trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # The listing's first configuration: the parity fixtures' c0, at the original's widths (decoder 128, TTNet 64).
@@ -70,7 +70,7 @@ def work(tmp_path_factory):
     params = _params(root / "params.yaml", **FULL)
     cfg = load_params(params).dataset("synthetic")
     generate(root / "raw", seed=5, n_train=2, n_val=3, height=64, width=128)
-    prepare("cityscapes", root / "raw", cfg.prepared_dir(root), num_classes=7, height=64, width=128,
+    prepare("cityscapes", root / "raw", root / "prepared", num_classes=7, height=64, width=128,
             expect_full_size=False, progress=False)
     images = root / "images"
     images.mkdir()
@@ -106,9 +106,11 @@ def test_predict_cli_reads_an_original_checkpoint(work, tmp_path):
 
 def test_evaluate_reads_an_original_checkpoint_and_draws_the_figure(work, tmp_path):
     root, params, cfg = work
-    # the stage's command line: --checkpoint needs --out, and the figure goes beside the metrics
+    # the stage's command line, with the original's model.pth for a checkpoint
     r = _run(["pipeline.evaluate", "synthetic", "--params", str(params), "--device", "cpu", "--no-progress",
-              "--checkpoint", str(root / "model.pth"), "--out", str(tmp_path / "m" / "orig.json")], cwd=root)
+              "--data", str(root / "prepared"), "--checkpoint", str(root / "model.pth"),
+              "--out", str(tmp_path / "m" / "orig.json"), "--figure", str(tmp_path / "m" / "orig_examples.png")],
+             cwd=root)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "m" / "orig.json").read_text())
     assert m["seed"] == -1 and m["best_epoch"] == -1 and m["val_images"] == 3
@@ -117,7 +119,7 @@ def test_evaluate_reads_an_original_checkpoint_and_draws_the_figure(work, tmp_pa
     assert fig is not None and fig.shape[1] > fig.shape[0] > 100
     r = _run(["pipeline.evaluate", "synthetic", "--params", str(params), "--checkpoint", str(root / "model.pth")],
              cwd=root)
-    assert r.returncode == 2 and "--checkpoint needs --out" in r.stderr
+    assert r.returncode == 2 and "the following arguments are required: --data, --out" in r.stderr
 
 
 def test_an_original_checkpoint_of_another_architecture_is_one_line(work, tmp_path):
@@ -199,8 +201,8 @@ def test_our_checkpoint_and_its_original_key_names_predict_identically(work, tmp
         assert np.array_equal(arr, outs["orig.pth"][f]), f
     # the comparison can tell weights apart: another initialisation predicts another depth
     assert not np.array_equal(outs["ours.pt"]["a_depth.npy"], outs["other.pt"]["a_depth.npy"])
-    a = evaluate(tiny, tmp_path / "ours.pt", progress=False, root=root)
-    b = evaluate(tiny, tmp_path / "orig.pth", progress=False, root=root)
+    a = evaluate(tiny, tmp_path / "ours.pt", root / "prepared", progress=False)
+    b = evaluate(tiny, tmp_path / "orig.pth", root / "prepared", progress=False)
     assert (a.pop("seed"), a.pop("best_epoch"), b.pop("seed"), b.pop("best_epoch")) == (4, 2, -1, -1)
     assert a == b
 

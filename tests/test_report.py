@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from xtask.errors import XTaskError
-from xtask.io import write_json
-from xtask.report import REPORTED, collect, delta_m, results_table, to_markdown, where_it_falls
+from xtask.common.errors import XTaskError
+from xtask.common.io import write_json
+from xtask.reporting.report import REPORTED, collect, delta_m, results_table, to_markdown, where_it_falls
 
 SEG_KEYS = ("miou", "pix_acc")
 

@@ -5,9 +5,9 @@ import pytest
 
 from pipeline import report as report_stage
 from pipeline.cli import run
-from xtask.errors import XTaskError
-from xtask.io import atomic_path, write_json
-from xtask.report import collect
+from xtask.common.errors import XTaskError
+from xtask.common.io import atomic_path, write_json
+from xtask.reporting.report import collect
 
 
 def _metrics(seed, miou):
@@ -21,7 +21,8 @@ def _metrics(seed, miou):
 def test_report_stage_writes_both_files_and_keeps_them_on_a_bad_input(tmp_path, monkeypatch):
     for seed, miou in ((0, 55.0), (1, 57.0)):
         write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", _metrics(seed, miou))
-    monkeypatch.setattr(sys, "argv", ["report", "--metrics", str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", ["report", "--metrics", str(tmp_path), "--md", str(tmp_path / "results.md"),
+                                      "--csv", str(tmp_path / "results.csv")])
     with pytest.raises(SystemExit) as done:
         run(report_stage.main)  # as `python -m pipeline.report` runs it
     assert done.value.code == 0

@@ -1,4 +1,5 @@
-"""Runs that are killed or stopped resume and end bitwise equal to an uninterrupted run (CPU, fp32)."""
+"""Runs that are killed or stopped resume and end bitwise equal to an uninterrupted run (CPU, fp32); the
+state lives in scratch/, outside DVC's outputs, and is gone once the run finished."""
 import json
 import shutil
 import signal
@@ -15,9 +16,15 @@ from test_pipeline import _copy_repo, _env
 
 TINY = {"generate": {"seed": 4, "n_train": 32, "n_val": 8, "height": 64, "width": 128},
         "height": 32, "width": 64, "epochs": 4, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
-TRAIN = [sys.executable, "-m", "pipeline.train", "synthetic", "--no-progress"]
 CKPT = Path("models/synthetic/xtask/seed0")
-LIVE = Path("dvclive/synthetic/xtask/seed0/metrics.json")
+LOG = Path("dvclive/synthetic/xtask/seed0")
+LIVE = LOG / "metrics.json"
+SCRATCH = Path("scratch")
+# --save-every 0: the state is written at every step, so that a kill at any moment finds one
+TRAIN = [sys.executable, "-m", "pipeline.train", "synthetic", "--no-progress", "--data", "data/prepared/synthetic",
+         "--out", str(CKPT), "--live", str(LOG), "--save-every", "0"]
+EVALUATE = ["pipeline.evaluate", "synthetic", "--no-progress", "--data", "data/prepared/synthetic",
+            "--checkpoint", str(CKPT / "best.pt"), "--out", "metrics/synthetic/xtask/seed0.json"]
 
 
 def _stage(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -32,7 +39,8 @@ def prepared(tmp_path_factory):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["synthetic"].update(TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for stage in (["pipeline.generate", "synthetic"], ["pipeline.prepare", "synthetic", "--no-progress"]):
+    for stage in (["pipeline.generate", "synthetic", "--out", "data/synthetic"],
+                  ["pipeline.prepare", "synthetic", "--no-progress", "--out", "data/prepared/synthetic"]):
         r = _stage(repo, *stage)
         assert r.returncode == 0, r.stderr
     return repo
@@ -44,7 +52,7 @@ def _copy(prepared: Path, dst: Path) -> Path:
 
 
 def _finish(repo: Path) -> dict:
-    for args in (TRAIN[2:], ["pipeline.evaluate", "synthetic", "--no-progress"]):
+    for args in (TRAIN[2:], EVALUATE):
         r = _stage(repo, *args)
         assert r.returncode == 0, r.stderr
     return json.loads((repo / "metrics/synthetic/xtask/seed0.json").read_text())
@@ -69,22 +77,32 @@ def _start_and_signal(repo: Path, sig: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(TRAIN, proc.returncode, out, err)
 
 
+def _state(repo: Path) -> dict:
+    """The one resumable state in the repo's scratch folder."""
+    states = list((repo / SCRATCH).rglob("state.pt"))
+    assert len(states) == 1, states
+    return torch.load(states[0], weights_only=True)
+
+
 def _assert_same_run(repo: Path, reference) -> None:
     ref_repo, ref_metrics = reference
     assert _finish(repo) == ref_metrics
-    got = torch.load(repo / CKPT / "last.pt", weights_only=True)
-    want = torch.load(ref_repo / CKPT / "last.pt", weights_only=True)
+    got = torch.load(repo / CKPT / "best.pt", weights_only=True)
+    want = torch.load(ref_repo / CKPT / "best.pt", weights_only=True)
     assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"])
-    assert got["history"] == want["history"]
     assert json.loads((repo / LIVE).read_text()) == json.loads((ref_repo / LIVE).read_text())
+    for tsv in (ref_repo / LOG / "plots").rglob("*.tsv"):  # every epoch logged once, as uninterrupted
+        assert (repo / tsv.relative_to(ref_repo)).read_text() == tsv.read_text()
+    assert not list((repo / SCRATCH).rglob("state.pt"))
 
 
 def test_sigkill_mid_run_then_rerun_gives_the_same_metrics(prepared, reference, tmp_path):
     repo = _copy(prepared, tmp_path / "repo")
     r = _start_and_signal(repo, signal.SIGKILL)
     assert r.returncode == -signal.SIGKILL
-    state = torch.load(repo / CKPT / "last.pt", weights_only=True)
+    state = _state(repo)
     assert 1 <= state["epoch"] < TINY["epochs"] and not state["finished"]
+    assert not (repo / CKPT / "best.pt").exists()  # DVC's output holds nothing until the run finished
     _assert_same_run(repo, reference)
 
 
@@ -95,32 +113,33 @@ def test_sigterm_saves_at_a_step_and_resumes(prepared, reference, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "stopped by signal 15" in lines[0] and "to resume" in lines[0]
     assert "Traceback" not in r.stderr
-    state = torch.load(repo / CKPT / "last.pt", weights_only=True)
-    assert not state["finished"]
+    state = _state(repo)
+    assert not state["finished"] and state["step"] > 0  # saved at the step the signal arrived
     _assert_same_run(repo, reference)
 
 
-def test_changed_params_refuse_an_unfinished_run(prepared, tmp_path):
+def test_changed_params_start_afresh_and_the_old_state_waits_for_them(prepared, tmp_path):
     repo = _copy(prepared, tmp_path / "repo")
     r = _start_and_signal(repo, signal.SIGTERM)
     assert r.returncode == 1
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
     params["synthetic"]["alpha"] = 0.5
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     r = _stage(repo, *TRAIN[2:])
-    assert r.returncode == 1
-    line = r.stderr.strip()
-    assert "\n" not in line and "unfinished run with other params" in line and "alpha 0.01 -> 0.5" in line
-    r = _stage(repo, *TRAIN[2:], "--restart")
     assert r.returncode == 0, r.stderr
+    assert "resuming" not in r.stderr and "alpha 0.01 -> 0.5" in r.stderr and "is kept there" in r.stderr
+    assert len(list((repo / SCRATCH).rglob("state.pt"))) == 1  # the stopped run's, for a return to alpha 0.01
+    params_file.write_text(original)
+    r = _stage(repo, *TRAIN[2:])
+    assert r.returncode == 0 and "resuming synthetic xtask seed 0" in r.stderr, r.stderr
+    assert not list((repo / SCRATCH).rglob("state.pt"))
 
 
-def test_a_refused_run_leaves_the_log_alone(prepared, tmp_path):
+def test_restart_discards_the_saved_state(prepared, tmp_path):
     repo = _copy(prepared, tmp_path / "repo")
     _start_and_signal(repo, signal.SIGTERM)
-    log = (repo / LIVE).read_text()
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["synthetic"]["lr"] = 0.5
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stage(repo, *TRAIN[2:]).returncode == 1
-    assert (repo / LIVE).read_text() == log
+    r = _stage(repo, *TRAIN[2:], "--restart")
+    assert r.returncode == 0 and "resuming" not in r.stderr, r.stderr
+    assert not list((repo / SCRATCH).rglob("state.pt"))

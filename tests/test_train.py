@@ -1,4 +1,5 @@
-"""Training and evaluation on a tiny synthetic dataset: checkpoints, determinism, evaluation output."""
+"""Training and evaluation on a tiny synthetic dataset: checkpoints, determinism, evaluation output,
+the resumable state's scratch folder."""
 import dataclasses
 import math
 import shutil
@@ -7,53 +8,50 @@ import numpy as np
 import pytest
 import torch
 
-from xtask import checkpoint
-from xtask.config import load_params
-from xtask.data.prepare import prepare
-from xtask.data.synthetic import generate
-from xtask.errors import XTaskError
-from xtask.evaluate import evaluate
-from xtask.train import train
+from tiny import prepare_tiny, tiny_config, train_tiny
+from xtask.common.errors import XTaskError
+from xtask.data.prepare import RawSplit
+from xtask.evaluation.evaluate import evaluate
+from xtask.training import checkpoint
+from xtask.training.batches import batch_options, iterate, make_loader
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("root")
-    cfg = dataclasses.replace(load_params("params.yaml").dataset("synthetic"), height=32, width=64, epochs=2,
-                              batch_size=4, decoder_width=8, ttnet_width=4, device="cpu")
-    generate(root / "raw", seed=5, n_train=8, n_val=4, height=64, width=128)
-    prepare("cityscapes", root / "raw", cfg.prepared_dir(root), num_classes=7, height=32, width=64,
-            expect_full_size=False, progress=False)
-    return root, cfg
+    return root, prepare_tiny(root), tiny_config()
 
 
-def test_checkpoints_are_plain_data(tiny):
-    root, cfg = tiny
-    summary = train(cfg, 0, root / "run", progress=False, root=root)
+def _model(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_checkpoints_are_plain_data_and_the_scratch_folder_goes(tiny):
+    root, data, cfg = tiny
+    summary = train_tiny(cfg, 0, data, root / "run")
     assert 1 <= summary["best_epoch"] <= cfg.epochs and math.isfinite(summary["best_val_loss"])
-    for name in ("best.pt", "last.pt"):
-        state = torch.load(root / "run" / name, weights_only=True)  # refuses anything but data
-        assert state["config"]["enc_layers"] == cfg.enc_layers and state["seed"] == 0
-    assert torch.load(root / "run" / "last.pt", weights_only=True)["epoch"] == cfg.epochs
-    assert "log_vars" in torch.load(root / "run" / "last.pt", weights_only=True)["balancer"]
+    state = torch.load(root / "run" / "best.pt", weights_only=True)  # refuses anything but data
+    assert state["config"]["enc_layers"] == cfg.enc_layers and state["seed"] == 0
+    assert state["epoch"] == summary["best_epoch"] and "log_vars" in state["balancer"]
+    assert sorted(p.name for p in (root / "run").iterdir()) == ["best.pt"]
+    assert not (root / "scratch").exists() or not any((root / "scratch").iterdir())
 
 
 def test_same_seed_same_result_on_cpu(tiny):
-    root, cfg = tiny
-    a = train(cfg, 1, root / "a", progress=False, root=root)
-    b = train(cfg, 1, root / "b", progress=False, root=root)
+    root, data, cfg = tiny
+    a = train_tiny(cfg, 1, data, root / "a")
+    b = train_tiny(cfg, 1, data, root / "b")
     assert a == b
-    wa = torch.load(root / "a" / "last.pt", weights_only=True)["model"]
-    wb = torch.load(root / "b" / "last.pt", weights_only=True)["model"]
+    wa, wb = _model(root / "a" / "best.pt"), _model(root / "b" / "best.pt")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    c = train(cfg, 2, root / "c", progress=False, root=root)
+    c = train_tiny(cfg, 2, data, root / "c")
     assert c["best_val_loss"] != a["best_val_loss"]
 
 
 def test_evaluate_reports_both_families_and_the_baseline(tiny):
-    root, cfg = tiny
-    train(cfg, 0, root / "ev", progress=False, root=root)
-    m = evaluate(cfg, root / "ev" / "best.pt", progress=False, root=root)
+    root, data, cfg = tiny
+    train_tiny(cfg, 0, data, root / "ev")
+    m = evaluate(cfg, root / "ev" / "best.pt", data, progress=False)
     assert set(m["paper"]) == {"miou", "pix_acc", "abs_err", "rel_err"}
     assert {"miou", "pix_acc", "abs_err", "rel_err", "rmse", "delta1", "delta2", "delta3"} <= set(m["standard"])
     assert list(m["standard_iou_per_class"]) == ["flat", "construction", "object", "nature", "sky", "human",
@@ -63,11 +61,11 @@ def test_evaluate_reports_both_families_and_the_baseline(tiny):
 
 
 def test_evaluate_refuses_a_checkpoint_of_another_architecture(tiny):
-    root, cfg = tiny
-    train(cfg, 0, root / "arch", progress=False, root=root)
+    root, data, cfg = tiny
+    train_tiny(cfg, 0, data, root / "arch")
     other = dataclasses.replace(cfg, decoder_width=16)
     with pytest.raises(XTaskError, match=r"trained with decoder_width = 8, but params say synthetic.decoder_width = 16"):
-        evaluate(other, root / "arch" / "best.pt", progress=False, root=root)
+        evaluate(other, root / "arch" / "best.pt", data, progress=False)
 
 
 class Payload:
@@ -83,9 +81,8 @@ def test_a_checkpoint_that_is_not_data_is_refused(tmp_path):
 
 
 def test_missing_prepared_data_says_to_run_prepare(tmp_path):
-    cfg = load_params("params.yaml").dataset("synthetic")
     with pytest.raises(XTaskError, match="run the prepare stage"):
-        train(cfg, 0, tmp_path / "run", progress=False, root=tmp_path)
+        train_tiny(tiny_config(), 0, tmp_path / "nothing", tmp_path / "run")
 
 
 @pytest.mark.parametrize("options", [
@@ -94,112 +91,104 @@ def test_missing_prepared_data_says_to_run_prepare(tmp_path):
     {"batch_norm": True, "wider_ttnet": True, "lp": "smoothL1", "num_classes": 19},
 ])
 def test_every_option_trains(tiny, tmp_path, options):
-    root, cfg = tiny
+    root, _, cfg = tiny
     cfg = dataclasses.replace(cfg, epochs=1, **options)
-    if cfg.num_classes != 7:
-        prepare("cityscapes", root / "raw", cfg.prepared_dir(tmp_path), num_classes=cfg.num_classes, height=32,
-                width=64, expect_full_size=False, progress=False)
-        root = tmp_path
-    summary = train(cfg, 0, tmp_path / "run", progress=False, root=root)
+    data = prepare_tiny(root, num_classes=cfg.num_classes)
+    summary = train_tiny(cfg, 0, data, tmp_path / "run")
     assert math.isfinite(summary["best_val_loss"])
-    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     if cfg.gradnorm:
         assert state["balancer"]["task_weights"].sum().item() == pytest.approx(2.0)
 
 
-def test_raw_and_prepared_data_paths_train_identically(tiny):
-    # the original decodes the raw PNGs per sample; the prepared copy must give the very same run
-    root, cfg = tiny
-    prepared = train(cfg, 3, root / "prepared_path", progress=False, root=root)
-    raw = train(dataclasses.replace(cfg, data_source="raw", input_path="raw"), 3, root / "raw_path",
-                progress=False, root=root)
-    assert prepared == raw
-    wa = torch.load(root / "prepared_path" / "last.pt", weights_only=True)["model"]
-    wb = torch.load(root / "raw_path" / "last.pt", weights_only=True)["model"]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+def test_raw_and_prepared_data_paths_give_the_same_batches(tiny):
+    # the original decodes the raw PNGs per sample; the prepared copy must give the very same batches
+    root, data, cfg = tiny
+    raw = RawSplit("cityscapes", root / "raw", "train", num_classes=7, height=32, width=64)
+    from xtask.common.prepared import PreparedSplit
+    kwargs = batch_options(cfg, "inverse_depth")
+
+    def batches(split):
+        loader = make_loader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(3))
+        return list(iterate(loader, torch.device("cpu"), augment_generator=torch.Generator().manual_seed(4), **kwargs))
+    for a, b in zip(batches(PreparedSplit(data, "train")), batches(raw), strict=True):
+        for x, y in zip(a, b):
+            assert (x is None and y is None) or (torch.equal(x, y) if torch.is_tensor(x) else x == y)
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_trains_on_cpu(tiny, tmp_path, amp):
-    root, cfg = tiny
-    summary = train(dataclasses.replace(cfg, epochs=1, amp=amp), 0, tmp_path, progress=False, root=root)
+    root, data, cfg = tiny
+    summary = train_tiny(dataclasses.replace(cfg, epochs=1, amp=amp), 0, data, tmp_path / "run")
     assert summary["amp"] == amp and math.isfinite(summary["best_val_loss"])
-    m = evaluate(dataclasses.replace(cfg, amp=amp), tmp_path / "best.pt", progress=False, root=root)
+    m = evaluate(dataclasses.replace(cfg, amp=amp), tmp_path / "run" / "best.pt", data, progress=False)
     assert m["amp"] == amp and 0 <= m["paper"]["miou"] <= 100
 
 
 def test_channels_last_gives_the_same_function(tiny):
-    root, cfg = tiny
-    base = train(cfg, 4, root / "cl_off", progress=False, root=root)
-    cl = train(dataclasses.replace(cfg, channels_last="on"), 4, root / "cl_on", progress=False, root=root)
+    root, data, cfg = tiny
+    base = train_tiny(cfg, 4, data, root / "cl_off")
+    cl = train_tiny(dataclasses.replace(cfg, channels_last="on"), 4, data, root / "cl_on")
     assert cl["best_val_loss"] == pytest.approx(base["best_val_loss"], rel=1e-3)
 
 
 @pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights(tiny, tmp_path):
-    root, cfg = tiny
-    summary = train(dataclasses.replace(cfg, epochs=1, compile=True), 0, tmp_path, progress=False, root=root)
+    root, data, cfg = tiny
+    summary = train_tiny(dataclasses.replace(cfg, epochs=1, compile=True), 0, data, tmp_path / "run")
     assert math.isfinite(summary["best_val_loss"])
-    state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
-    assert not any(k.startswith("_orig_mod.") for k in state)  # the uncompiled module's names
+    assert not any(k.startswith("_orig_mod.") for k in _model(tmp_path / "run" / "best.pt"))  # the module's names
 
 
 def test_a_non_finite_loss_stops_training_naming_epoch_step_and_term(tiny, tmp_path):
-    root, cfg = tiny
-    bad_root = tmp_path / "root"
-    shutil.copytree(root / "data", bad_root / "data")
-    depth = np.load(cfg.prepared_dir(bad_root) / "train" / "depth.npy", mmap_mode="r+")
+    root, data, cfg = tiny
+    bad = tmp_path / "bad"
+    shutil.copytree(data, bad)
+    depth = np.load(bad / "train" / "depth.npy", mmap_mode="r+")
     depth[:] = np.nan  # every batch's depth loss becomes NaN
     depth.flush()
-    with pytest.raises(XTaskError, match=r"non-finite loss \(depth.*\) at epoch 1 step 1; the last good checkpoint"):
-        train(cfg, 0, tmp_path / "run", progress=False, root=bad_root)
-    assert not (tmp_path / "run" / "last.pt").exists()  # nothing from the diverged epoch was saved
+    with pytest.raises(XTaskError, match=r"non-finite loss \(depth.*\) at epoch 1 step 1; the last good state"):
+        train_tiny(cfg, 0, bad, tmp_path / "run", save_every_s=3600)
+    assert not (tmp_path / "run").exists()  # nothing from the diverged epoch was saved
 
 
 def test_deterministic_switch_trains_and_repeats(tiny, tmp_path):
-    root, cfg = tiny
+    root, data, cfg = tiny
     cfg = dataclasses.replace(cfg, epochs=1, deterministic=True)
     try:
-        a = train(cfg, 0, tmp_path / "a", progress=False, root=root)
+        a = train_tiny(cfg, 0, data, tmp_path / "a")
         assert torch.are_deterministic_algorithms_enabled()
-        b = train(cfg, 0, tmp_path / "b", progress=False, root=root)
+        b = train_tiny(cfg, 0, data, tmp_path / "b")
     finally:
         torch.use_deterministic_algorithms(False)
     assert a == b
 
 
-def test_a_checkpoint_that_is_not_a_training_state_is_not_resumed(tiny, tmp_path, capsys):
-    root, cfg = tiny
-    (tmp_path / "run").mkdir()
-    torch.save({"model": {}, "epoch": 3}, tmp_path / "run" / "last.pt")  # e.g. an older checkpoint format
-    summary = train(dataclasses.replace(cfg, epochs=1), 0, tmp_path / "run", progress=False, root=root)
-    assert summary["best_epoch"] == 1
-    assert "last.pt: not resumed" in capsys.readouterr().err
+def test_a_state_of_other_params_or_code_is_kept_and_never_resumed(tiny, tmp_path, monkeypatch, capsys):
+    # the resumable state is keyed by everything the result depends on: a run with other params or code
+    # starts afresh beside it, says so, and going back to the old params resumes the old state
+    root, data, cfg = tiny
+    import xtask.training.resume as resume
+    calls = []
+    real_save = resume.Scratch.save
 
-
-def test_a_finished_run_is_reused_only_by_the_same_code(tiny, monkeypatch, capsys):
-    # DVC reruns the train stage when xtask/ changed; the finished last.pt of the old code must not
-    # stand in for the new code's run (persist: true keeps it in place)
-    root, cfg = tiny
-    train(cfg, 3, root / "code", progress=False, root=root)
-    before = (root / "code" / "last.pt").stat().st_mtime_ns
-    train(cfg, 3, root / "code", progress=False, root=root)  # same params and code: nothing to do
-    assert (root / "code" / "last.pt").stat().st_mtime_ns == before
-    import xtask.resume
-    monkeypatch.setattr(xtask.resume, "code_hash", lambda: "changed")
+    def save_then_stop(self, state):
+        real_save(self, state)
+        calls.append(self.state_path)
+        raise KeyboardInterrupt  # as a kill right after the first save
+    monkeypatch.setattr(resume.Scratch, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(cfg, 5, data, tmp_path / "run", save_every_s=0)
+    monkeypatch.setattr(resume.Scratch, "save", real_save)
+    old_state = calls[0]
+    assert old_state.is_file() and old_state.parent.parent.name == "synthetic-xtask-seed5"
     capsys.readouterr()
-    train(cfg, 3, root / "code", progress=False, root=root)
-    assert "not resumed" in capsys.readouterr().err
-    state = torch.load(root / "code" / "last.pt", weights_only=True)
-    assert state["hashed_config"]["code"] == "changed" and state["finished"]
-
-
-def test_an_unfinished_run_of_other_code_is_refused_naming_it(tmp_path):
-    from xtask.resume import check_resumable, config_hash
-    old = {"lr": 0.001, "code": "aaaa"}
-    new = {"lr": 0.001, "code": "bbbb"}
-    state = {"config_hash": config_hash(old), "hashed_config": old, "finished": False}
-    with pytest.raises(XTaskError, match="code 'aaaa' -> 'bbbb'"):
-        check_resumable(state, tmp_path / "last.pt", new)
-    assert check_resumable({**state, "finished": True}, tmp_path / "last.pt", new) is None
-    assert check_resumable(state, tmp_path / "last.pt", old) is state
+    monkeypatch.setattr(resume, "code_hash", lambda: "changed")
+    train_tiny(cfg, 5, data, tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "other params or code is kept" in err and "code '" in err and "'changed'" in err
+    assert old_state.is_file()  # kept for a return to the old code
+    monkeypatch.undo()
+    train_tiny(cfg, 5, data, tmp_path / "run2")
+    assert "resuming synthetic xtask seed 5" in capsys.readouterr().err
+    assert not old_state.exists()  # finished: its scratch folder is gone

@@ -10,16 +10,12 @@ import numpy as np
 from tqdm import tqdm
 
 from xtask.data import cityscapes, nyu
-from xtask.data.labels import CS_IGNORE_INDEX, NYU_CLASS_NAMES, NYU_IGNORE_INDEX, cityscapes_lut
-from xtask.errors import XTaskError
-from xtask.io import atomic_path
+from xtask.common.labels import IGNORE_INDEX, NYU_CLASS_NAMES, cityscapes_lut
+from xtask.common.prepared import DEPTH_KINDS, SPLITS, create_arrays, to_stored
+from xtask.common.errors import XTaskError
+from xtask.common.io import atomic_path
 
-SPLITS = ("train", "val")
 FULL_SIZES = {"cityscapes": {"train": 2975, "val": 500}, "nyu": {"train": 795, "val": 654}}
-DEPTH_KINDS = {"cityscapes": "inverse_depth", "nyu": "metres"}
-IGNORE_INDEX = {"cityscapes": CS_IGNORE_INDEX, "nyu": NYU_IGNORE_INDEX}
-# Labels are stored as uint8; an ignore index that does not fit (NYUv2's -1) is stored as this value.
-STORED_IGNORE = 255
 
 Reader = Callable[[Any], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -74,10 +70,7 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
             d = tmp / split
             d.mkdir(parents=True)
             n = len(handles)
-            # open_memmap keeps memory bounded: full Cityscapes at 256x512 is ~1.2 GB of images.
-            image = np.lib.format.open_memmap(d / "image.npy", "w+", np.uint8, (n, height, width, 3))
-            label = np.lib.format.open_memmap(d / "label.npy", "w+", np.uint8, (n, height, width))
-            depth = np.lib.format.open_memmap(d / "depth.npy", "w+", np.float32, (n, height, width))
+            image, label, depth = create_arrays(d, n, height, width)
             bar = tqdm(handles, desc=f"prepare {split}", disable=None if progress else True, leave=False)
             for i, h in enumerate(bar):
                 image[i], label[i], depth[i] = to_stored(read(h))
@@ -105,67 +98,6 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
     if notice:
         print(notice, file=sys.stderr)
     return meta
-
-
-class PreparedSplit:
-    """Read-only, memory-mapped view of one split written by :func:`prepare`."""
-
-    def __init__(self, out_dir: Path, split: str) -> None:
-        out_dir = Path(out_dir)
-        hint = "run the prepare stage first"
-        meta_path = out_dir / "meta.json"
-        try:
-            self.meta: dict = json.loads(meta_path.read_text())
-            n, h, w = self.meta["counts"][split], self.meta["height"], self.meta["width"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise XTaskError(f"{meta_path}: missing or invalid prepared-data metadata; {hint}") from err
-        expected = {"image": (np.uint8, (n, h, w, 3)), "label": (np.uint8, (n, h, w)),
-                    "depth": (np.float32, (n, h, w))}
-        self._arrays: list[np.ndarray] = []
-        for name, (dtype, shape) in expected.items():
-            path = out_dir / split / f"{name}.npy"
-            try:
-                arr = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as err:
-                raise XTaskError(f"{path}: missing or unreadable prepared array; {hint}") from err
-            if arr.dtype != dtype or arr.shape != shape:
-                raise XTaskError(
-                    f"{path}: expected {np.dtype(dtype)} {shape} as in meta.json, got {arr.dtype} {arr.shape}; {hint}"
-                )
-            self._arrays.append(arr)
-        stems_path = out_dir / split / "stems.json"
-        try:
-            self.stems: list[str] = json.loads(stems_path.read_text())
-        except (OSError, ValueError) as err:
-            raise XTaskError(f"{stems_path}: missing or invalid sample list; {hint}") from err
-        if len(self.stems) != n:
-            raise XTaskError(f"{stems_path}: expected {n} names as in meta.json, got {len(self.stems)}; {hint}")
-
-    def __len__(self) -> int:
-        return self._arrays[0].shape[0]
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image uint8 (N,H,W,3), label uint8 (N,H,W), depth float32 (N,H,W)) as read-only memmaps.
-
-        Labels hold class indices, the dataset's ignore index, or STORED_IGNORE where that does not fit.
-        """
-        image, label, depth = self._arrays
-        return image, label, depth
-
-    def read(self, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The samples at ``indices``, in that order, as fresh (writable) arrays: one read per array."""
-        idx = np.asarray(indices)
-        order = np.argsort(idx, kind="stable")
-        back = np.empty_like(order)
-        back[order] = np.arange(len(idx))
-        # reading rows in ascending order keeps the memory-map access sequential
-        return tuple(np.ascontiguousarray(arr[idx[order]][back]) for arr in self._arrays)
-
-
-def to_stored(sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A reader's (image, label, depth) in the prepared dtypes: labels uint8, negative ignore -> STORED_IGNORE."""
-    image, label, depth = sample
-    return image, np.where(label < 0, STORED_IGNORE, label).astype(np.uint8), depth.astype(np.float32)
 
 
 class RawSplit:

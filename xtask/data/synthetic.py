@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from xtask.data.cityscapes import DISP_DIR, DISP_SUFFIX, IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX
-from xtask.errors import XTaskError
-from xtask.io import atomic_path
+from xtask.common.errors import XTaskError
+from xtask.common.io import atomic_path
 
 # Cityscapes labelIds used here.
 UNLABELED, EGO, STATIC = 0, 1, 4

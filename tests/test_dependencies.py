@@ -1,0 +1,120 @@
+"""dvc.yaml's edges are the real dependencies: each stage depends on the code its entry point imports
+(no more, no less, by package folder) and on exactly the params keys its code reads (STAGE_KEYS)."""
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xtask.common.config import STAGE_KEYS
+from xtask.training.resume import TRAIN_CODE
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# Imported by the entry points but never a dependency: argument parsing (dvc.yaml passes every
+# argument that matters) and where a stage runs (docker, torchrun), which changes no result.
+NOT_DEPENDENCIES = ("pipeline/cli.py", "xtask/runtime")
+# The stages whose entry point is pipeline/<name>.py, with the params prefix of their dataset.
+ENTRY = {"generate": "generate", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
+         "inference_time": "inference_time", "report": "report"}
+
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module of this repository that ``path`` imports (at any depth of its body)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in ("xtask", "pipeline"):
+                # a package's __init__ runs too when one of its modules is imported
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def closure(entry: Path) -> set[Path]:
+    """The repository's source files that running ``entry`` imports, ``entry`` included."""
+    seen, todo = set(), [entry]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            file = _module_file(name)
+            if file is not None and file not in seen:
+                todo.append(file)
+    return seen
+
+
+def _docstring_only(path: Path) -> bool:
+    """A package's __init__ that only describes the package runs no code."""
+    body = ast.parse(path.read_text()).body
+    return len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+
+
+def _code_deps(stage: dict) -> list[str]:
+    body = stage.get("do", stage)
+    return [d for d in body["deps"] if d.startswith(("xtask", "pipeline"))]
+
+
+def _covers(dep: str, file: Path) -> bool:
+    rel = file.relative_to(ROOT).as_posix()
+    return rel == dep or rel.startswith(dep.rstrip("/") + "/")
+
+
+@pytest.mark.parametrize("stage", sorted(ENTRY))
+def test_a_stage_depends_on_the_code_it_runs_and_on_nothing_else(stage):
+    deps = _code_deps(STAGES[stage])
+    files = {f for f in closure(ROOT / "pipeline" / f"{ENTRY[stage]}.py") if not _docstring_only(f)}
+    run = {f for f in files if not any(_covers(d, f) for d in NOT_DEPENDENCIES)}
+    undeclared = sorted(f.relative_to(ROOT).as_posix() for f in run if not any(_covers(d, f) for d in deps))
+    assert not undeclared, f"{stage} runs code it does not depend on in dvc.yaml: {undeclared}"
+    unused = [d for d in deps if not any(_covers(d, f) for f in run)]
+    assert not unused, f"{stage} depends on code it never imports: {unused}"
+
+
+def _params(stage: dict) -> list[str]:
+    return list(stage.get("do", stage).get("params", []))
+
+
+@pytest.mark.parametrize("stage,item", [("prepare", "${item}"), ("train", "${item.dataset}"),
+                                        ("evaluate", "${item.dataset}"), ("inference_time", "${item}")])
+def test_a_stage_depends_on_exactly_the_params_keys_it_reads(stage, item):
+    keys = [p for p in _params(STAGES[stage]) if p.startswith(item + ".")]
+    assert keys == [f"{item}.{k}" for k in STAGE_KEYS[stage]]
+
+
+def test_runtime_keys_are_no_stage_dependency():
+    for stage in STAGES.values():
+        for key in _params(stage):
+            assert key.rsplit(".", 1)[-1] not in ("workers", "device", "compile", "channels_last", "deterministic")
+
+
+def test_the_resume_state_hashes_the_code_the_train_stage_depends_on():
+    assert sorted(TRAIN_CODE) == sorted(_code_deps(STAGES["train"]))
+
+
+def test_the_closure_sees_through_relative_and_package_imports(tmp_path):
+    # the helper itself: an edit to xtask/training/losses.py must be seen as code the train stage runs
+    files = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "pipeline" / "train.py")}
+    assert {"xtask/training/losses.py", "xtask/training/model/decoder.py", "xtask/common/config.py"} <= files
+    assert not any(f.startswith("xtask/reporting") for f in files)

@@ -1,0 +1,116 @@
+"""Evaluation of a trained checkpoint on the validation split: paper and standard metrics, and the
+qualitative figure of the first validation images.
+
+The checkpoint may be this project's or the original xtask_mt's ``model.pth`` (see ``weights``).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from xtask.training.batches import batch_options, iterate, make_loader, to_batch
+from xtask.evaluation.colours import seg_palette
+from xtask.common.config import DatasetConfig
+from xtask.common.labels import class_names
+from xtask.common.prepared import PreparedSplit
+from xtask.evaluation.figures import Examples, write_examples_figure
+from xtask.training.hardware import Hardware, resolve
+from xtask.common.methods import METHODS, Method
+from xtask.common.metrics import PaperMetrics, StandardMetrics
+from xtask.evaluation.weights import trained_model
+
+PERCENT = ("miou", "pix_acc")
+FIGURE_IMAGES = 4
+
+
+def _percent(scores: dict[str, float]) -> dict[str, float]:
+    """mIoU and PixAcc in percent, as the tables print them; depth errors as they are."""
+    return {k: (100 * v if k in PERCENT else v) for k, v in scores.items() if k != "iou_per_class"}
+
+
+def _numpy(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else t.detach().float().cpu().numpy()
+
+
+def _labels(logits: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if logits is None else logits.argmax(1).cpu().numpy()
+
+
+def _depth(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else _numpy(t[:, 0])
+
+
+def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, batch_kwargs: dict) -> Examples:
+    """The first ``k`` images of ``split``, their targets and every prediction (TTNets included)."""
+    raw = split.read(list(range(min(k, len(split)))))
+    batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), hw.device, **batch_kwargs)
+    with torch.no_grad(), hw.autocast():
+        out = run_model(hw.input(batch.image), with_transfer=True)
+    return Examples(image=raw[0], seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
+                    seg_transferred=_labels(out.seg_transferred), depth_target=_depth(batch.depth),
+                    depth=_depth(out.depth), depth_transferred=_depth(out.depth_transferred))
+
+
+def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_override: Optional[str] = None,
+             amp_override: Optional[str] = None, progress: bool = True,
+             figure_path: Optional[Path] = None, figure_images: int = FIGURE_IMAGES,
+             method: Method = METHODS["xtask"]) -> dict[str, Any]:
+    """Scores the validation split of the prepared data in ``data_dir``; with
+    ``figure_path``, also writes the qualitative figure of its first ``figure_images`` images there.
+    A single-task method gets its own task's scores only.
+
+    ``seed`` and ``best_epoch`` are -1 for an original checkpoint, which does not record them.
+    """
+    hw = resolve(cfg, device_override, amp_override=amp_override)
+    device = hw.device
+    model, weights = trained_model(cfg, ckpt_path, method)
+    run_model = hw.model(model).eval()
+    val = PreparedSplit(data_dir, "val")
+    meta = val.meta
+    loader = make_loader(val, cfg.batch_size, shuffle=False, workers=cfg.workers)
+    families = (PaperMetrics, StandardMetrics)
+    paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
+    base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)
+    mean_depth = float(meta["train_depth_mean"])
+    kwargs = batch_options(cfg, meta["depth_kind"])
+    with torch.no_grad():
+        for batch in tqdm(iterate(loader, device, **kwargs), total=len(loader), desc=f"evaluate {cfg.name}",
+                          disable=None if progress else True, file=sys.stderr):
+            # direct predictions only: the tables score the decoders, not the TTNets
+            with hw.autocast():
+                out = run_model(hw.input(batch.image), with_transfer=False)
+            paper.update(out.seg, out.depth, batch.seg, batch.depth)
+            standard.update(out.seg, out.depth, batch.seg, batch.depth)
+            if out.depth is not None:
+                constant = torch.full_like(batch.depth, mean_depth)
+                base_paper.update(None, constant, batch.seg, batch.depth)
+                base_std.update(None, constant, batch.seg, batch.depth)
+    if figure_path is not None:
+        ex = examples(run_model, hw, val, figure_images, kwargs)
+        write_examples_figure(ex, figure_path, palette=seg_palette(cfg.format, cfg.num_classes),
+                              depth_kind=meta["depth_kind"],
+                              title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} "
+                                    f"({'the original xtask_mt' if weights.source == 'original' else 'this project'}'s "
+                                    "checkpoint)")
+    std = standard.compute()
+    result = {
+        "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,
+        "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val),
+        "depth_unit": meta["depth_kind"], "amp": hw.amp,
+        "paper": _percent(paper.compute()),
+        "standard": _percent(std),
+    }
+    if "seg" in method.tasks:
+        result["standard_iou_per_class"] = dict(zip(class_names(cfg.format, cfg.num_classes),
+                                                    (100 * v for v in std["iou_per_class"])))
+    if "depth" in method.tasks:
+        bp, bs = base_paper.compute(), base_std.compute()
+        result["baseline_mean_depth"] = {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
+                                         "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],
+                                         "standard_rmse": bs["rmse"]}
+    return result

@@ -1,0 +1,355 @@
+"""The results table: the original README's reported rows beside this pipeline's rows.
+
+Three pure steps: ``collect`` reads every ``metrics/<dataset>/<method>/seed<k>.json`` into one row
+per run, ``results_table`` aggregates the runs over seeds (mean, sample std, delta_m) and puts the
+reported rows before them (this frame is results.csv), ``to_markdown`` renders it (results.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+
+from xtask.common.errors import XTaskError
+from xtask.common.methods import METHODS
+
+# The original README's tables (mIoU and PixAcc in %, Abs and AbsRel as printed there).
+# Cityscapes prints AbsRel x100; NYUv2 prints it as a fraction.
+REPORTED = {
+    "cityscapes": [
+        ("MTAN", 53.04, 91.11, 0.0144, 33.63), ("KD4MTL", 52.71, 91.54, 0.0139, 27.33),
+        ("PCGrad", 53.59, 91.45, 0.0171, 31.34), ("AdaMT-Net", 62.53, 94.16, 0.0125, 22.23),
+        ("XTask (Ours)", 66.51, 93.56, 0.0122, 19.40),
+    ],
+    "nyu": [
+        ("MTAN* (3 tasks)", 21.07, 55.70, 0.6035, 0.2472), ("MTAN†", 20.10, 53.73, 0.6417, 0.2758),
+        ("KD4MTL* (3 tasks)", 20.75, 57.90, 0.5816, 0.2445), ("KD4MTL†", 22.44, 57.32, 0.6003, 0.2601),
+        ("PCGrad* (3 tasks)", 20.17, 56.65, 0.5904, 0.2467), ("PCGrad†", 21.29, 54.07, 0.6705, 0.3000),
+        ("AdaMT-Net* (3 tasks)", 21.86, 60.35, 0.5933, 0.2456), ("AdaMT-Net†", 20.61, 58.91, 0.6136, 0.2547),
+        ("XTask (Ours)†", 30.31, 63.02, 0.5954, 0.2235),
+    ],
+}
+# The reported row a reproduced `xtask` is held against in "Where the reproduction falls".
+REPORTED_XTASK = {"cityscapes": "XTask (Ours)", "nyu": "XTask (Ours)†"}
+REL_SCALE = {"cityscapes": 100.0, "nyu": 1.0, "synthetic": 100.0}
+DATASET_ORDER = ("cityscapes", "nyu", "synthetic")
+METHOD_ORDER = tuple(METHODS)
+STL = tuple(name for name, m in METHODS.items() if not m.multi_task)  # the baselines of delta_m
+
+SEG = ("miou", "pix_acc")
+FAMILIES = {"paper": SEG + ("abs_err", "rel_err"),
+            "standard": SEG + ("abs_err", "rel_err", "rmse", "delta1", "delta2", "delta3")}
+HIGHER_IS_BETTER = {"miou", "pix_acc", "delta1", "delta2", "delta3"}
+LABELS = {"miou": "mIoU", "pix_acc": "PixAcc", "abs_err": "Abs", "rel_err": "AbsRel"}
+# delta_m is taken over the paper family's four metrics, the ones the original tables report.
+DELTA_M = FAMILIES["paper"]
+BASELINES = ("paper_abs_err", "standard_abs_err")  # keys of baseline_mean_depth the table shows
+
+METRICS = [f"{family}_{m}" for family, names in FAMILIES.items() for m in names]
+COLUMNS = (["dataset", "method", "source", "n_seeds", "seeds", "rel_err_scale"]
+           + [f"{c}_{stat}" for c in METRICS for stat in ("mean", "std")]
+           + ["delta_m", "delta_m_std", "baseline_paper_abs_err", "baseline_standard_abs_err"])
+SEED_FILE = re.compile(r"seed(\d+)\.json")
+MINUS = "\u2212"
+
+
+def _tasks(method: str) -> tuple[str, ...]:
+    return METHODS[method].tasks if method in METHODS else ("seg", "depth")
+
+
+def _required(method: str, family: str) -> tuple[str, ...]:
+    tasks = _tasks(method)
+    return tuple(m for m in FAMILIES[family] if ("seg" if m in SEG else "depth") in tasks)
+
+
+def _number(path: Path, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage "
+                         f"({key} should be a finite number, got {value!r})")
+    return float(value)
+
+
+def _read_run(path: Path, dataset: str, method: str, seed: int) -> dict[str, Any]:
+    """One run's row: the path says which run it is; the JSON must agree with it."""
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage ({err})") from None
+    if not isinstance(m, dict):
+        raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage (not a JSON object)")
+    said = (m.get("dataset"), m.get("method"), m.get("seed"))
+    if said != (dataset, method, seed):
+        # a file copied into the wrong folder would silently count twice for one run and never for another
+        raise XTaskError(f"{path}: says dataset {said[0]!r}, method {said[1]!r}, seed {said[2]!r}, but its path "
+                         f"says {dataset!r}, {method!r}, {seed}; move it to "
+                         f"metrics/{said[0]}/{said[1]}/seed{said[2]}.json")
+    row: dict[str, Any] = {"dataset": dataset, "method": method, "seed": seed, "path": str(path)}
+    for family in FAMILIES:
+        scores = m.get(family)
+        if not isinstance(scores, dict):
+            raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage (no {family!r} object)")
+        # a single-task net has no head for the other task: anything written for it is not a score
+        for key in _required(method, family):
+            if key not in scores:
+                raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage "
+                                 f"(missing {family}.{key}, which {method} must report)")
+            row[f"{family}_{key}"] = _number(path, f"{family}.{key}", scores[key])
+    base = m.get("baseline_mean_depth")
+    if "depth" in _tasks(method) and isinstance(base, dict):
+        for key in BASELINES:
+            if key in base:
+                row[f"baseline_{key}"] = _number(path, f"baseline_mean_depth.{key}", base[key])
+    return row
+
+
+def collect(metrics_dir: Path) -> pd.DataFrame:
+    """One row per ``<dataset>/<method>/seed<k>.json`` (other files there, e.g. images, are skipped)."""
+    rows, seen = [], {}
+    for path in sorted(Path(metrics_dir).glob("*/*/seed*.json")):
+        match = SEED_FILE.fullmatch(path.name)
+        if match is None or not path.is_file():
+            continue
+        dataset, method, seed = path.parent.parent.name, path.parent.name, int(match.group(1))
+        if (dataset, method, seed) in seen:  # seed7.json and seed07.json
+            raise XTaskError(f"{path}: seed {seed} of {dataset}/{method} is also in {seen[dataset, method, seed]}; "
+                             "keep one")
+        seen[dataset, method, seed] = path
+        rows.append(_read_run(path, dataset, method, seed))
+    columns = ["dataset", "method", "seed", "path"] + METRICS + [f"baseline_{k}" for k in BASELINES]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def delta_m(scores: dict[str, float], baseline: dict[str, float]) -> float:
+    """Δm in % (Liu et al. 2021, CAGrad; Navon et al. 2022, Nash-MTL): the mean over the metrics of the
+    signed relative change against the single-task baseline, signed so that lower is better."""
+    total = 0.0
+    for k in DELTA_M:
+        sign = -1.0 if k in HIGHER_IS_BETTER else 1.0
+        total += sign * (scores[k] - baseline[k]) / baseline[k]
+    return 100.0 * total / len(DELTA_M)
+
+
+def _baseline(runs: pd.DataFrame) -> Optional[dict[str, float]]:
+    """The single-task rows' mean paper metrics of one dataset, or None without both (or with a zero)."""
+    base = {}
+    for method in STL:
+        part = runs[runs["method"] == method]
+        if part.empty:
+            return None
+        for k in _required(method, "paper"):
+            base[k] = float(part[f"paper_{k}"].mean())
+    return base if all(v != 0 for v in base.values()) else None
+
+
+def _method_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def _dataset_key(dataset: str) -> tuple[int, str]:
+    return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER), dataset)
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method): the seeds, mean and sample std (ddof=1; NaN for one seed) of every metric,
+    and for multi-task methods delta_m against the same dataset's single-task means.
+
+    AbsRel is scaled as the dataset's table prints it. delta_m is the mean over seeds of each seed's
+    delta_m against the fixed baseline means, which equals the delta_m of the mean metrics (it is linear
+    in them); delta_m_std is its sample std over seeds.
+    """
+    rows = []
+    for dataset in sorted(runs["dataset"].unique(), key=_dataset_key):
+        part = runs[runs["dataset"] == dataset]
+        base = _baseline(part)
+        scale = REL_SCALE.get(dataset, 1.0)
+        for method in sorted(part["method"].unique(), key=_method_key):
+            g = part[part["method"] == method].sort_values("seed")
+            row: dict[str, Any] = {"dataset": dataset, "method": method, "source": "reproduced",
+                                   "n_seeds": len(g), "seeds": " ".join(str(s) for s in g["seed"]),
+                                   "rel_err_scale": scale}
+            for col in METRICS:
+                values = g[col] * (scale if col.endswith("rel_err") else 1.0)
+                row[f"{col}_mean"] = values.mean()
+                row[f"{col}_std"] = values.std(ddof=1)
+            for key in BASELINES:
+                row[f"baseline_{key}"] = g[f"baseline_{key}"].mean()
+            if base is not None and method not in STL:
+                per_seed = pd.Series([delta_m({k: r[f"paper_{k}"] for k in DELTA_M}, base)
+                                      for _, r in g.iterrows()])
+                row["delta_m"], row["delta_m_std"] = per_seed.mean(), per_seed.std(ddof=1)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def reported_rows() -> pd.DataFrame:
+    """The original README's rows, numbers unchanged: one run each, paper family only."""
+    rows = []
+    for dataset, table in REPORTED.items():
+        for method, *values in table:
+            row = {"dataset": dataset, "method": method, "source": "reported", "n_seeds": 1, "seeds": "",
+                   "rel_err_scale": REL_SCALE[dataset]}
+            row.update({f"paper_{k}_mean": v for k, v in zip(FAMILIES["paper"], values)})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def results_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """results.csv: per dataset the reported rows, then the reproduced ones."""
+    parts = [reported_rows(), aggregate(runs)]
+    table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    order = table["dataset"].map(lambda d: _dataset_key(d)[0])
+    # a stable sort keeps reported-before-reproduced and each part's own order within a dataset
+    return table.assign(_o=order).sort_values(["_o", "dataset"], kind="stable").drop(columns="_o") \
+        .reset_index(drop=True)[COLUMNS]
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _decimals(v: float) -> int:
+    return 4 if abs(v) < 1 else 2
+
+
+def _signed(v: float, decimals: int) -> str:
+    text = f"{abs(v):.{decimals}f}"
+    return (MINUS if v < 0 and float(text) != 0 else "+") + text
+
+
+def _cell(mean: Any, std: Any = None) -> str:
+    """'mean ± std' with the std at the mean's precision; no ± part where the std is undefined (n = 1)."""
+    if _missing(mean):
+        return ""
+    d = _decimals(mean)
+    return f"{mean:.{d}f}" if _missing(std) else f"{mean:.{d}f} ± {std:.{d}f}"
+
+
+def _seeds_cell(r: pd.Series) -> str:
+    if r["source"] == "reported":
+        return "1 (paper)"
+    return f"{r['n_seeds']} ({', '.join(str(r['seeds']).split())})"
+
+
+def _delta_cell(r: pd.Series) -> str:
+    if r["method"] in STL and r["source"] == "reproduced":
+        return "baseline"
+    if _missing(r["delta_m"]):
+        return ""
+    text = _signed(r["delta_m"], 2)
+    return text if _missing(r["delta_m_std"]) else f"{text} ± {r['delta_m_std']:.2f}"
+
+
+HEADER = ["| method | source | family | seeds | mIoU | PixAcc | Abs | AbsRel | RMSE | δ<1.25 | Δm (%) "
+          "| mean-depth Abs |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+
+def _family_row(r: pd.Series, family: str) -> str:
+    name = "paper (per-image)" if family == "paper" else "standard (dataset-level)"
+    cells = [_cell(r.get(f"{family}_{m}_mean"), r.get(f"{family}_{m}_std"))
+             for m in ("miou", "pix_acc", "abs_err", "rel_err", "rmse", "delta1")]
+    delta = _delta_cell(r) if family == "paper" else ""
+    base = _cell(r[f"baseline_{family}_abs_err"])
+    return f"| {r['method']} | {r['source']} | {name} | {_seeds_cell(r)} | " + " | ".join(cells) + \
+        f" | {delta} | {base} |"
+
+
+def _falls_part(metric: str, mean: float, std: float, n: int, reported: float) -> str:
+    d = _decimals(reported)
+    diff = mean - reported
+    if metric in SEG:  # percentages: a difference in points
+        change = f"{_signed(diff, 2)} points"
+    else:  # errors in the dataset's unit: a relative difference
+        change = f"{_signed(100 * diff / reported, 1)} %"
+    better = diff > 0 if metric in HIGHER_IS_BETTER else diff < 0
+    verdict = "equal" if diff == 0 else ("better" if better else "worse")
+    if n < 2 or _missing(std):
+        spread = "n=1, no std"
+    else:
+        spread = "within ±2 std" if abs(diff) <= 2 * std else "outside ±2 std"
+    return (f"{LABELS[metric]} {_cell(mean, std)} (n={n}) vs reported {reported:.{d}f}: "
+            f"{change} ({verdict}), {spread}")
+
+
+def where_it_falls(table: pd.DataFrame, dataset: str) -> str:
+    """One line: the reproduced xtask row's paper metrics against the reported XTask row."""
+    head = "**Where the reproduction falls:** "
+    if dataset not in REPORTED_XTASK:
+        what = " (the embedded dataset)" if dataset == "synthetic" else ""
+        return head + f"no reported numbers for {dataset}{what}."
+    reproduced = table[(table["dataset"] == dataset) & (table["source"] == "reproduced")]
+    ours = reproduced[reproduced["method"] == "xtask"]
+    if ours.empty:
+        return head + f"no reproduced {'xtask ' if len(reproduced) else ''}runs for {dataset} yet."
+    ref = table[(table["dataset"] == dataset) & (table["source"] == "reported")
+                & (table["method"] == REPORTED_XTASK[dataset])].iloc[0]
+    r = ours.iloc[0]
+    parts = [_falls_part(m, r[f"paper_{m}_mean"], r[f"paper_{m}_std"], int(r["n_seeds"]), ref[f"paper_{m}_mean"])
+             for m in FAMILIES["paper"]]
+    return head + f"xtask (paper family) against the reported {REPORTED_XTASK[dataset]}: " + "; ".join(parts) + "."
+
+
+INTRO = [
+    "# Results", "",
+    "Generated by `dvc repro` (stage `report`) from `metrics/<dataset>/<method>/seed<k>.json`; the same "
+    "numbers, unrounded, are in `metrics/results.csv`.", "",
+    "- **Rows.** `reported` rows are the original README's tables, copied unchanged: one run each, paper "
+    "family. `reproduced` rows are this pipeline's runs: `xtask` (the paper), `mtl` (the same encoder, "
+    "decoders and loss balancing without the TaskTransferNets), `stl_seg` and `stl_depth` (single-task "
+    "networks, as the original's `main_stl.py`); each has one row per metric family.",
+    "- **Metric families.** `paper (per-image)` uses the published tables' definitions (per-image mIoU and "
+    "PixAcc, batch-weighted Abs/AbsRel); `standard (dataset-level)` uses a dataset-level confusion matrix "
+    "and pixel-weighted errors, plus RMSE and δ<1.25. mIoU and PixAcc in %; AbsRel x100 for Cityscapes "
+    "and synthetic (as the original README prints it), a fraction for NYUv2. Cityscapes depth is inverse "
+    "depth; NYUv2 depth is in metres.",
+    "- **Seeds.** `seeds` is the number of seeds (the seeds in brackets); a cell is the mean ± the sample "
+    "standard deviation (ddof = 1) over those seeds. With one seed the std is undefined and only the mean "
+    "is shown.",
+    "- **Δm** (Liu et al. 2021, CAGrad; Navon et al. 2022, Nash-MTL): Δm = (1/K) Σ_k (−1)^δ_k "
+    "(M_m,k − M_b,k) / M_b,k × 100 %, over the K = 4 paper-family metrics (mIoU, PixAcc, Abs, AbsRel), "
+    "δ_k = 1 where higher is better (mIoU, PixAcc), 0 where lower is better (Abs, AbsRel). The baseline "
+    "M_b is the mean over seeds of the same dataset's `stl_seg` row (mIoU, PixAcc) and `stl_depth` row "
+    "(Abs, AbsRel). **Lower is better; Δm < 0 beats single-task learning.** The ± part is the sample std "
+    "over the method's seeds of each seed's Δm against those baseline means. The single-task rows are the "
+    "baseline (`baseline`, blank in the CSV); Δm is blank when a dataset lacks either single-task row.",
+    "- **mean-depth Abs** is the Abs error (of that family) of predicting the training set's mean depth "
+    "everywhere: a model that learned depth must beat it.",
+    "",
+]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    lines = list(INTRO)
+    reproduced = table[table["source"] == "reproduced"]
+    if reproduced.empty:
+        lines += ["No runs yet: no `metrics/<dataset>/<method>/seed<k>.json` found, so the tables hold only "
+                  "the reported rows.", ""]
+    datasets = sorted(set(table["dataset"]) | set(DATASET_ORDER), key=_dataset_key)
+    for dataset in datasets:
+        part = table[table["dataset"] == dataset]
+        ours = part[part["source"] == "reproduced"]
+        lines += [f"## {dataset}", ""]
+        if part.empty:
+            lines += [f"No reproduced runs for {dataset} yet.", ""]
+        else:
+            lines += HEADER
+            for _, r in part.iterrows():
+                families: Iterable[str] = ("paper",) if r["source"] == "reported" else FAMILIES
+                lines += [_family_row(r, f) for f in families]
+            lines.append("")
+        multi = ours[~ours["method"].isin(list(STL))]
+        if len(multi) and multi["delta_m"].isna().all():
+            have = sorted(set(ours["method"]) & set(STL))
+            why = (f"it needs both `stl_seg` and `stl_depth` runs for {dataset} "
+                   f"(found: {', '.join(have) if have else 'neither'})" if len(have) < len(STL)
+                   else "a single-task baseline metric is 0, so the relative change is undefined")
+            lines += [f"Δm is blank: {why}.", ""]
+        lines += [where_it_falls(table, dataset), ""]
+    return "\n".join(lines)

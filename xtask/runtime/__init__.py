@@ -1,0 +1,1 @@
+"""Where and how a stage runs (docker, torchrun): never what it computes, so no stage depends on it."""

@@ -1,0 +1,69 @@
+"""Where the train stage runs: in this process, under torchrun, or in the project's image.
+
+DVC on the host runs ``python -m pipeline.train ...``; params.yaml ``launch`` may say that the work belongs
+in the container (``where: docker``) or in several DDP processes (``nproc_per_node > 1``). Then this
+process replaces itself (exec) with the command that does it, so DVC keeps the pipeline while the GPU
+work runs elsewhere, and DVC's SIGTERM reaches docker or torchrun directly.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from xtask.common.config import LaunchConfig
+from xtask.common.errors import XTaskError
+
+# Set in the image (Dockerfile): the re-run inside reads the same params and must not start docker again.
+IN_CONTAINER = "XTASK_IN_CONTAINER"
+WORKDIR = "/workspace"
+# Host folders outside the repository that the run may need, mounted at the same absolute path so that
+# a symlink (data/cityscapes -> /big/cityscapes) or a configured `dvc cache dir` resolves alike inside.
+SAME_PATH_MOUNTS = ("XTASK_DATA", "XTASK_DVC_CACHE")
+# Passed through so that a queue pinned to one GPU or a thread cap on the host holds inside as well.
+PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NCCL_DEBUG")
+
+
+def _docker_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], repo: Path,
+                 uid: int, gid: int) -> list[str]:
+    argv = ["docker", "run", "--rm", "--init", "--gpus", "all", "--ipc=host", "--user", f"{uid}:{gid}",
+            "-v", f"{repo}:{WORKDIR}", "-w", WORKDIR, "-e", "HOME=/tmp"]
+    for var in SAME_PATH_MOUNTS:
+        if env.get(var):
+            argv += ["-v", f"{env[var]}:{env[var]}"]
+    if env.get("TORCH_HOME"):  # ImageNet weights for use_pretrain; read-only, nothing is downloaded
+        argv += ["-v", f"{env['TORCH_HOME']}:/cache/torch:ro", "-e", "TORCH_HOME=/cache/torch"]
+    for var in PASSED_ENV:
+        if var in env:
+            argv += ["-e", f"{var}={env[var]}"]
+    return argv + [cfg.image, "python", "-m", "pipeline.train", *args]
+
+
+def launch_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], repo: str | Path,
+                uid: int, gid: int) -> Optional[list[str]]:
+    """The command to run instead of training in this process, or None to train here.
+
+    ``args`` are this ``pipeline.train`` invocation's arguments (``sys.argv[1:]``): the command re-runs
+    the same stage, which reads params.yaml again and applies the next rule where it lands.
+    """
+    if cfg.where == "docker" and IN_CONTAINER not in env:
+        return _docker_argv(cfg, args, env, Path(repo), uid, gid)
+    if cfg.nproc_per_node > 1 and "LOCAL_RANK" not in env:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(cfg.nproc_per_node), "-m", "pipeline.train", *args]
+    return None
+
+
+def exec_if_needed(cfg: LaunchConfig, args: Sequence[str]) -> None:
+    """Replace this process with :func:`launch_argv`'s command when there is one; else return."""
+    argv = launch_argv(cfg, args, os.environ, os.getcwd(), os.getuid(), os.getgid())
+    if argv is None:
+        return
+    if argv[0] == "docker" and shutil.which("docker") is None:
+        raise XTaskError("launch.where: docker, but no `docker` command is on PATH; install Docker with the "
+                         "NVIDIA Container Toolkit, or set launch.where: host in params.yaml")
+    print(f"launch: {shlex.join(argv)}", file=sys.stderr, flush=True)
+    os.execvp(argv[0], argv)

@@ -1,0 +1,179 @@
+"""Throughput figures of the pieces that bound a reproduction's wall time.
+
+Every figure runs the same code as training and evaluation (``train_step``, ``evaluate``'s forward,
+the batch loader, ``PaperMetrics``) at a dataset's paper shapes, on random data.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from xtask.training.balancing import make_balancer
+from xtask.training.batches import Batch, batch_options, iterate, make_loader
+from xtask.common.config import DatasetConfig
+from xtask.common.prepared import PreparedSplit
+from xtask.data.prepare import RawSplit
+from xtask.data.synthetic import generate
+from xtask.training.engine import build_model
+from xtask.training.hardware import Hardware
+from xtask.common.metrics import PaperMetrics, StandardMetrics
+from xtask.training.train import train_step
+
+
+def random_batch(cfg: DatasetConfig, n: int, device: torch.device, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    h, w = cfg.height, cfg.width
+    image = torch.randn(n, 3, h, w, generator=g)
+    seg = torch.randint(0, cfg.num_classes, (n, h, w), generator=g)
+    seg[:, : h // 8] = cfg.ignore_index  # some ignored pixels, as in real labels
+    depth = torch.rand(n, 1, h, w, generator=g) * 0.3
+    depth[:, :, : h // 4] = 0  # and some invalid depth
+    seg_mask = (seg != cfg.ignore_index).unsqueeze(1) if cfg.format == "cityscapes" else None
+    batch = Batch(image, seg, depth, depth > 0, seg_mask)
+    return Batch(*(t.to(device) if t is not None else None for t in batch))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rate(fn: Callable[[], None], items_per_call: int, steps: int, warmup: int, device: torch.device) -> float:
+    """Items per second over ``steps`` calls after ``warmup`` calls; one device sync at each end."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return items_per_call * steps / (time.perf_counter() - start)
+
+
+def _flops(fn: Callable[[], Any]) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _write_prepared(root: Path, cfg: DatasetConfig, n: int) -> None:
+    """A prepared split of random content at the dataset's shapes (what the prepare stage writes)."""
+    rng = np.random.default_rng(0)
+    d = root / "val"
+    d.mkdir(parents=True)
+    h, w = cfg.height, cfg.width
+    np.save(d / "image.npy", rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8))
+    np.save(d / "label.npy", rng.integers(0, cfg.num_classes, (n, h, w), dtype=np.uint8))
+    np.save(d / "depth.npy", rng.random((n, h, w), dtype=np.float32))
+    (d / "stems.json").write_text(json.dumps([str(i) for i in range(n)]))
+    meta = {"kind": cfg.format, "num_classes": cfg.num_classes, "ignore_index": cfg.ignore_index,
+            "depth_kind": "inverse_depth" if cfg.format == "cityscapes" else "metres", "height": h, "width": w,
+            "counts": {"train": 0, "val": n}, "train_depth_mean": 0.1}
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+def loader_rate(cfg: DatasetConfig, *, batches: int = 8) -> float:
+    """Samples per second that one CPU core feeds: batch reads from the prepared arrays, then
+    normalisation and augmentation (RandomScaleCrop, flip), all in one thread."""
+    n = cfg.batch_size * batches
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _write_prepared(Path(tmp), cfg, n)
+            split = PreparedSplit(Path(tmp), "val")
+            loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+            kwargs = {**batch_options(cfg, split.meta["depth_kind"]),
+                      "augment_generator": torch.Generator().manual_seed(0)}
+            for _ in iterate(loader, torch.device("cpu"), **kwargs):  # warm-up: page cache
+                pass
+            start = time.perf_counter()
+            count = sum(b.image.shape[0] for b in iterate(loader, torch.device("cpu"), **kwargs))
+            return count / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def raw_decode_rate(cfg: DatasetConfig, *, samples: int = 4, height: int = 1024, width: int = 2048) -> float:
+    """Samples per second of the original's path: decode a full-size Cityscapes PNG triple and resize.
+
+    The triples are synthetic scenes at Cityscapes' 2048x1024 (they compress like simple drawings, so
+    their PNGs decode at least as fast as real photographs).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp) / "raw", seed=0, n_train=1, n_val=samples, height=height, width=width)
+        split = RawSplit("cityscapes", Path(tmp) / "raw", "val", num_classes=cfg.num_classes, height=cfg.height,
+                         width=cfg.width)
+        split.read([0])  # warm the page cache and OpenCV
+        start = time.perf_counter()
+        for i in range(samples):
+            split.read([i])
+        return samples / (time.perf_counter() - start)
+
+
+def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[str, Any]:
+    bs = cfg.batch_size
+    torch.manual_seed(0)
+    model = build_model(cfg, pretrained=False)
+    run_model = hw.model(model)
+    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(hw.device)
+    optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
+    scaler = hw.grad_scaler()
+    batch = random_batch(cfg, bs, hw.device)
+
+    one = Batch(*(t[:1] if t is not None else None for t in batch))
+    model.eval()
+    with torch.no_grad():
+        fwd_flops = _flops(lambda: model(hw.input(one.image)))
+    model.train()
+    step_flops = _flops(lambda: train_step(run_model, balancer, cfg, hw, one, optimizer, scaler))
+
+    model.train()
+    train_rate = _rate(lambda: train_step(run_model, balancer, cfg, hw, batch, optimizer, scaler), bs, steps,
+                       warmup, hw.device)
+
+    run_model.eval()
+    metrics = (PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index))
+
+    def eval_step():
+        with torch.no_grad(), hw.autocast():
+            out = run_model(hw.input(batch.image), with_transfer=False)
+        for m in metrics:
+            m.update(out.seg, out.depth, batch.seg, batch.depth)
+
+    eval_rate = _rate(eval_step, bs, steps, warmup, hw.device)
+
+    logits = torch.randn(bs, cfg.num_classes, cfg.height, cfg.width, device=hw.device)
+    paper = PaperMetrics(cfg.num_classes, cfg.ignore_index)
+    metric_rate = _rate(lambda: paper.update(logits, batch.depth, batch.seg, batch.depth), bs, max(steps, 20),
+                        2, hw.device)
+
+    extra = {"raw_png_samples_per_s": raw_decode_rate(cfg)} if cfg.format == "cityscapes" else {}
+    device_name = torch.cuda.get_device_name(hw.device) if hw.device.type == "cuda" else "cpu"
+    return {
+        "train_img_per_s": train_rate,
+        "eval_img_per_s": eval_rate,
+        "loader_samples_per_s": loader_rate(cfg),
+        "metric_img_per_s": metric_rate,
+        "fwd_gflops_per_img": fwd_flops / 1e9,
+        "train_step_gflops_per_img": step_flops / 1e9,
+        "train_tflops": step_flops * train_rate / 1e12,
+        "device": device_name,
+        "amp": hw.amp,
+        "channels_last": hw.channels_last,
+        "compile": hw.compile,
+        "batch_size": bs,
+        "shape": [cfg.height, cfg.width],
+        "num_classes": cfg.num_classes,
+        "enc_layers": cfg.enc_layers,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        **extra,
+    }

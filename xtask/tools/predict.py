@@ -1,0 +1,152 @@
+"""Predictions for image files, preprocessed exactly as the evaluated data was.
+
+An image is read with OpenCV (NYUv2 also takes MTAN's float ``.npy`` images), resized to the params'
+height x width by ``resize_nearest``, the readers' own resize (nearest neighbour, as the original and the
+prepare stage), and normalised by ``to_model_input``, the function evaluation uses. For each input
+``<stem>`` the outputs are (other tools rely on these names):
+
+- ``<stem>_seg.png``: the predicted classes in the dataset's colours (``colours.seg_palette``);
+- ``<stem>_depth.png``: the direct depth, colour-mapped over this image's own min..max (8-bit RGB);
+- with ``raw``: ``<stem>_seg.npy`` (int64 class indices, H x W) and ``<stem>_depth.npy`` (float32
+  direct depth, H x W, in the dataset's unit: Cityscapes inverse depth, NYUv2 metres).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from xtask.evaluation.colours import colourise_depth, colourise_seg, seg_palette
+from xtask.common.config import DatasetConfig
+from xtask.data import nyu
+from xtask.common.prepared import DEPTH_KINDS
+from xtask.data.resize import resize_nearest
+from xtask.training.transforms import to_model_input
+from xtask.common.errors import XTaskError
+from xtask.training.hardware import Hardware, resolve
+from xtask.common.io import atomic_path
+from xtask.evaluation.weights import trained_model
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def input_suffixes(fmt: str) -> tuple[str, ...]:
+    return IMAGE_SUFFIXES + ((".npy",) if fmt == "nyu" else ())
+
+
+def expand_inputs(paths: Sequence[Path], fmt: str) -> list[Path]:
+    """Files as given, folders as their image files (sorted); refuses inputs whose outputs would collide."""
+    suffixes = input_suffixes(fmt)
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                raise XTaskError(f"{p}: no image files ({' '.join(suffixes)}) in this folder")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise XTaskError(f"{p}: no such file or folder")
+    first: dict[str, Path] = {}
+    for f in files:
+        if f.stem in first:
+            raise XTaskError(f"{f}: its outputs would overwrite those of {first[f.stem]} (same name stem {f.stem!r})")
+        first[f.stem] = f
+    return files
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    # OpenCV logs its own warning for an unreadable file; the one-line XTaskError is the message
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 (H,W,3) RGB from an image file (grey or with alpha is converted, as IMREAD_COLOR does)."""
+    with _quiet_opencv():
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise XTaskError(f"{path}: cannot be read as an image (expected PNG or JPEG)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_input(path: Path, fmt: str, height: int, width: int) -> np.ndarray:
+    """The model's uint8 (height, width, 3) RGB input for one file, as the dataset's reader prepares it."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if fmt != "nyu":
+            raise XTaskError(f"{path}: .npy inputs are NYUv2 images (MTAN's float arrays); for a {fmt}-format "
+                             "dataset give an image file")
+        image = nyu.read_image(path)
+    else:
+        image = read_rgb(path)
+    return resize_nearest(image, height, width)
+
+
+def predict_image(run_model: torch.nn.Module, hw: Hardware, image: np.ndarray
+                  ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(class indices int64 (H,W), direct depth float32 (H,W)); None for a task the model lacks."""
+    x = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None].to(hw.device))
+    with torch.no_grad(), hw.autocast():
+        out = run_model(hw.input(x), with_transfer=False)
+    seg = None if out.seg is None else out.seg[0].argmax(0).cpu().numpy().astype(np.int64)
+    depth = None if out.depth is None else out.depth[0, 0].float().cpu().numpy()
+    return seg, depth
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
+            raise XTaskError(f"{path}: could not be written")
+
+
+def _write_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, arr)
+
+
+def write_outputs(out_dir: Path, stem: str, seg: Optional[np.ndarray], depth: Optional[np.ndarray], *,
+                  palette: np.ndarray, depth_kind: str, raw: bool) -> list[Path]:
+    """Every output of one image, each file renamed into place once complete; returns their paths."""
+    out_dir = Path(out_dir)
+    pending: list[tuple[Path, np.ndarray, bool]] = []  # (path, array, is_png)
+    if seg is not None:
+        pending.append((out_dir / f"{stem}_seg.png", colourise_seg(seg, palette), True))
+        if raw:
+            pending.append((out_dir / f"{stem}_seg.npy", seg.astype(np.int64), False))
+    if depth is not None:
+        pending.append((out_dir / f"{stem}_depth.png", colourise_depth(depth, depth_kind), True))
+        if raw:
+            pending.append((out_dir / f"{stem}_depth.npy", depth.astype(np.float32), False))
+    for path, arr, is_png in pending:
+        (_write_png if is_png else _write_npy)(path, arr)
+    return [p for p, _, _ in pending]
+
+
+def predict_files(cfg: DatasetConfig, ckpt_path: Path, inputs: Sequence[Path], out_dir: Path, *, raw: bool = False,
+                  device_override: Optional[str] = None, progress: bool = True) -> list[Path]:
+    """Predict every input (files or folders) with the checkpoint (either format); returns the written paths."""
+    files = expand_inputs(inputs, cfg.format)
+    hw = resolve(cfg, device_override)
+    model, _ = trained_model(cfg, ckpt_path)
+    run_model = hw.model(model).eval()
+    palette, depth_kind = seg_palette(cfg.format, cfg.num_classes), DEPTH_KINDS[cfg.format]
+    written: list[Path] = []
+    for f in tqdm(files, desc="predict", unit="image", file=sys.stderr, disable=None if progress else True):
+        # read before anything is written: an unreadable file leaves no output of its own
+        image = read_input(f, cfg.format, cfg.height, cfg.width)
+        seg, depth = predict_image(run_model, hw, image)
+        written += write_outputs(out_dir, f.stem, seg, depth, palette=palette, depth_kind=depth_kind, raw=raw)
+    return written

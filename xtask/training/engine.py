@@ -1,0 +1,44 @@
+"""What training and evaluation share: device choice, model construction, one forward pass's losses."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from xtask.training.batches import Batch
+from xtask.common.config import DatasetConfig
+from xtask.training.losses import loss_terms, task_losses
+from xtask.common.methods import DEPTH, METHODS, SEG, Method
+from xtask.training.model import XTaskNet, XTaskOutput
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: DatasetConfig, method: Method = METHODS["xtask"], *, pretrained: bool | None = None
+                ) -> XTaskNet:
+    return XTaskNet(cfg.enc_layers, cfg.num_classes, cfg.batch_norm, cfg.wider_ttnet,
+                    decoder_width=cfg.decoder_width, ttnet_width=cfg.ttnet_width,
+                    use_pretrain=cfg.use_pretrain if pretrained is None else pretrained,
+                    pretrained_path=cfg.pretrained_path, tasks=method.tasks, transfer=method.transfer)
+
+
+def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch,
+                  seg_denominator: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    return loss_terms(out, batch.seg, batch.depth, batch.depth_mask, batch.seg_mask,
+                      num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
+                      label_smoothing=cfg.label_smoothing, lp=cfg.lp, tseg_loss=cfg.tseg_loss, tdep_loss=cfg.tdep_loss,
+                      seg_denominator=seg_denominator)
+
+
+def combine(cfg: DatasetConfig, terms: dict[str, torch.Tensor], method: Method = METHODS["xtask"]
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label loss, image loss) of ``method``; a task the method lacks contributes a zero."""
+    if method.transfer:
+        return task_losses(terms, alpha=cfg.alpha, gamma=cfg.gamma)
+    zero = next(iter(terms.values())).new_zeros(())
+    return terms.get(SEG, zero), terms.get(DEPTH, zero)

@@ -1,0 +1,86 @@
+"""How a run uses the hardware: precision, memory format, compilation, backend flags.
+
+``auto`` picks what is fastest on the device found without changing the paper's protocol (batch
+size, epochs, learning rate): bf16 autocast and channels_last on a CUDA GPU that supports bf16,
+plain fp32 on a CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+
+from xtask.common.config import DatasetConfig
+from xtask.common.errors import XTaskError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]  # None: fp32
+    channels_last: bool
+    compile: bool
+
+    @property
+    def amp(self) -> str:
+        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move ``model`` to the device in the chosen memory format (in place); return it."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(model) if self.compile else model
+
+    def model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move ``model`` to the device in the chosen memory format; return what to call (maybe compiled)."""
+        return self.compiled(self.place(model))
+
+    def optimizer(self, params: Iterable[torch.nn.Parameter], lr: float, betas) -> torch.optim.Adam:
+        # fused Adam: one kernel for all parameters on CUDA; the default multi-tensor path elsewhere
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=self.device.type == "cuda" or None)
+
+    def grad_scaler(self) -> Optional[torch.amp.GradScaler]:
+        return torch.amp.GradScaler(self.device.type) if self.amp_dtype is torch.float16 else None
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise XTaskError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def resolve(cfg: DatasetConfig, device_override: Optional[str] = None, *, amp_override: Optional[str] = None
+            ) -> Hardware:
+    device = select_device(device_override or cfg.device)
+    cuda = device.type == "cuda"
+    amp = amp_override or cfg.amp
+    if amp == "auto":
+        amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "off"
+    if amp == "fp16" and cfg.gradnorm:
+        raise XTaskError(f"params.yaml: {cfg.name}.amp: fp16 loss scaling is not supported with gradnorm")
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+    if cfg.deterministic:
+        # bitwise-repeatable GPU runs, at some cost in speed (CPU runs are repeatable anyway)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    return Hardware(device, DTYPES.get(amp), channels_last, cfg.compile)

@@ -1,0 +1,132 @@
+"""The four XTask loss terms and their combination into the label and image losses.
+
+Definitions follow tests/reference/fixtures/README.md (the original's numbers), except the
+``kl`` option, which is a correct per-pixel KL divergence (the original's reshapes (N, C, H, W) with
+``view(N, H*W, C)`` and so mixes classes with pixels).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from xtask.common.config import LP_LOSSES, TDEP_LOSSES, TSEG_LOSSES
+from xtask.training.model import XTaskOutput
+
+
+
+def _masked_image_mean(per_pixel: torch.Tensor, mask: torch.Tensor, denom_mask: Optional[torch.Tensor] = None
+                       ) -> torch.Tensor:
+    """Per image: sum of ``per_pixel * mask`` / sum of the mask; then the mean over the batch.
+
+    An image without any valid pixel contributes 0 instead of NaN.
+    """
+    denom_mask = mask if denom_mask is None else denom_mask
+    num = (per_pixel * mask).sum(dim=(1, 2, 3)) if mask is not None else per_pixel.sum(dim=(1, 2, 3))
+    den = denom_mask.sum(dim=(1, 2, 3)).clamp_min(1)
+    return (num / den).mean()
+
+
+def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    diff = pred - target
+    if kind == "L1":
+        per_pixel = diff.abs()
+    elif kind == "MSE":
+        per_pixel = diff.square()
+    elif kind == "logL1":
+        per_pixel = torch.log1p(diff.abs())
+    elif kind == "smoothL1":
+        per_pixel = F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
+    else:
+        raise ValueError(f"lp: expected one of {LP_LOSSES}, got {kind!r}")
+    return _masked_image_mean(per_pixel, mask.to(pred.dtype))
+
+
+def ssim_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(1 - SSIM) / 2 on 3x3 windows (no padding) of the masked maps, per image over the mask's sum."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    mask = mask.to(pred.dtype)
+    x, y = pred * mask, target * mask
+    pool = lambda t: F.avg_pool2d(t, kernel_size=3, stride=1)  # noqa: E731
+    mu_x, mu_y = pool(x), pool(y)
+    var_x = pool(x * x) - mu_x.square()
+    var_y = pool(y * y) - mu_y.square()
+    cov = pool(x * y) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    per_pixel = torch.clamp((1 - ssim) / 2, 0, 1)
+    return _masked_image_mean(per_pixel, None, denom_mask=mask)
+
+
+def smoothed_targets(target: torch.Tensor, num_classes: int, smoothing: float, dtype: torch.dtype) -> torch.Tensor:
+    """One-hot (N, C, H, W) with ``1 - e`` on the target class and ``e / (C - 1)`` on every other."""
+    one_hot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(dtype)
+    return one_hot * (1 - smoothing) + (1 - one_hot) * (smoothing / (num_classes - 1))
+
+
+def transferred_seg_loss(logits: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor], *,
+                         num_classes: int, smoothing: float, kind: str) -> torch.Tensor:
+    """Cross-entropy (or KL) of the transferred seg against a (smoothed) hard target.
+
+    Masked pixels contribute 0 and the mean runs over all N*H*W pixels, as the original's.
+    ``kl`` = cross - entropy(target): the same gradients, and 0 when the prediction equals the target.
+    """
+    q = smoothed_targets(target, num_classes, smoothing, logits.dtype)
+    per_pixel = -(q * F.log_softmax(logits, dim=1)).sum(dim=1, keepdim=True)
+    if kind == "kl":
+        per_pixel = per_pixel + torch.xlogy(q, q).sum(dim=1, keepdim=True)
+    elif kind != "cross":
+        raise ValueError(f"tseg_loss: expected one of {TSEG_LOSSES}, got {kind!r}")
+    if mask is not None:
+        per_pixel = per_pixel * mask.to(per_pixel.dtype)
+    return per_pixel.mean()
+
+
+def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.Tensor, depth_mask: torch.Tensor,
+               seg_mask: Optional[torch.Tensor] = None, *, num_classes: int, ignore_index: int,
+               label_smoothing: float = 0.0, lp: str = "L1", tseg_loss: str = "cross", tdep_loss: str = "L1",
+               seg_denominator: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """The four scalar loss terms.
+
+    Transferred predictions are compared with the *detached* direct predictions: the transferred seg
+    with the argmax of the direct seg, the transferred depth with the direct depth.
+    Shapes: seg_target (N, H, W) int64; depth_target, depth_mask, seg_mask (N, 1, H, W).
+
+    The seg term is a mean over the batch's labelled pixels, so a slice of a batch (a data-parallel
+    rank's) cannot compute it alone: ``seg_denominator`` replaces the slice's labelled-pixel count
+    (see ``xtask.training.train``), and None keeps PyTorch's own mean.
+    """
+    # Computed in fp32 whatever the autocast dtype, so that bf16 training sees the same losses.
+    # A single-task network has one of the two outputs only (the other is None).
+    seg = out.seg.float() if out.seg is not None else None
+    depth = out.depth.float() if out.depth is not None else None
+    terms = {}
+    if seg is not None:
+        terms["seg"] = (F.cross_entropy(seg, seg_target, ignore_index=ignore_index) if seg_denominator is None else
+                        F.cross_entropy(seg, seg_target, ignore_index=ignore_index, reduction="sum") / seg_denominator)
+    if depth is not None:
+        terms["depth"] = depth_loss(depth, depth_target, depth_mask, lp)
+    if out.seg_transferred is not None:
+        terms["seg_transferred"] = transferred_seg_loss(
+            out.seg_transferred.float(), seg.detach().argmax(dim=1), seg_mask,
+            num_classes=num_classes, smoothing=label_smoothing, kind=tseg_loss)
+    if out.depth_transferred is not None:
+        pred_t, ref = out.depth_transferred.float(), depth.detach()
+        if tdep_loss == "L1":
+            terms["depth_transferred"] = depth_loss(pred_t, ref, depth_mask, "L1")
+        elif tdep_loss.upper() == "SSIM":  # the original spells it "ssim"
+            terms["depth_transferred"] = ssim_loss(pred_t, ref, depth_mask)
+        else:
+            raise ValueError(f"tdep_loss: expected one of {TDEP_LOSSES}, got {tdep_loss!r}")
+    return terms
+
+
+def task_losses(terms: dict[str, torch.Tensor], *, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label_loss, image_loss) as the original combines them.
+
+    ``alpha`` weighs the transferred depth into the label loss (its gradient reaches the seg decoder
+    through the seg->depth TTNet); ``gamma`` weighs the transferred seg into the image loss.
+    """
+    label = (1 - alpha) * terms["seg"] + alpha * terms["depth_transferred"]
+    image = (1 - gamma) * terms["depth"] + gamma * terms["seg_transferred"]
+    return label, image
