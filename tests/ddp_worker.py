@@ -12,20 +12,22 @@ from pathlib import Path
 
 import torch
 
-from xtask.training.balancing import make_balancer
 from xtask.common.prepared import PreparedSplit
-from xtask.training.batches import batch_options, iterate, make_loader
+from xtask.training.batches import batch_spec, iterate, make_loader
 from xtask.training.distributed import setup, teardown, world_from_env, wrap
 from xtask.training.engine import build_model, seed_everything
 from xtask.training.hardware import resolve
-from xtask.training.train import train, train_step
+from xtask.common.methods import METHODS
+from xtask.training.train import make_optimisation, train, train_step
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny import tiny_config  # noqa: E402
 
 
 def config(balancing: str):
-    return tiny_config(uncertainty_weights=balancing == "uncertainty", gradnorm=balancing == "gradnorm")
+    # the original's GradNorm cannot run under DDP (its second-order term); the clean one can
+    return tiny_config(uncertainty_weights=balancing == "uncertainty", gradnorm=balancing == "gradnorm",
+                       protocol="corrected" if balancing == "gradnorm" else "original")
 
 
 def steps(cfg, root: Path, out: Path, world) -> None:
@@ -35,7 +37,7 @@ def steps(cfg, root: Path, out: Path, world) -> None:
     model = hw.place(build_model(cfg))
     model.eval()  # BatchNorm from running statistics: each image's output independent of its batch
     run_model = wrap(model, world, hw.device)
-    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha, world=world)
+    balancer, _, _ = make_optimisation(cfg, METHODS["xtask"], model, hw, world)
     # plain SGD: the weights then differ only as much as the gradients do (Adam's first steps
     # turn a rounding difference in a near-zero gradient into a full step)
     optimizer = torch.optim.SGD([*model.parameters(), *balancer.parameters()], lr=0.01)
@@ -43,7 +45,7 @@ def steps(cfg, root: Path, out: Path, world) -> None:
     loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
                          world=world)
     augment = torch.Generator().manual_seed(1)
-    batches = iterate(loader, hw.device, augment_generator=augment, **batch_options(cfg, split.meta["depth_kind"]))
+    batches = iterate(loader, hw.device, batch_spec(cfg), augment_generator=augment)
     for _, batch in zip(range(2), batches):
         train_step(run_model, balancer, cfg, hw, batch, optimizer, world=world)
         balancer.after_step()

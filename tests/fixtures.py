@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from xtask.tools import parity
 
 REFERENCE = Path(__file__).resolve().parent / "reference"
 FIXTURES = REFERENCE / "fixtures"
@@ -42,17 +43,5 @@ def original_keys(enc_layers: int, num_classes: int, batch_norm: bool, wider_ttn
 
 
 def seeded_weight(key: str, shape: tuple, seed: int) -> torch.Tensor:
-    """The fixture README's recipe for the weights behind model_parity.npz."""
-    g = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode()))
-    if key.endswith("num_batches_tracked"):
-        return torch.tensor(0)
-    if key.endswith("running_mean"):
-        return torch.randn(shape, generator=g) * 0.1
-    if key.endswith("running_var"):
-        return 0.5 + torch.rand(shape, generator=g)
-    if len(shape) >= 2:
-        fan_in = int(np.prod(shape[1:]))
-        return torch.randn(shape, generator=g) * (2 / fan_in) ** 0.5
-    if key.endswith("weight"):
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    return 0.1 * torch.randn(shape, generator=g)
+    """The fixture README's recipe for the weights behind model_parity.npz (the parity tool's own)."""
+    return parity.seeded_weight(key, tuple(shape), seed)

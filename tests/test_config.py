@@ -46,6 +46,10 @@ def _with(path, value):
     ("synthetic.generate.n_train", 0, "synthetic.generate.n_train: expected an integer >= 1"),
     ("run", ["kitti"], "run: expected names of dataset sections"),
     ("seeds", [], "seeds: expected a non-empty list"),
+    ("nyu.protocol", "paper", "nyu.protocol: expected one of ['original', 'corrected'], got 'paper'"),
+    ("nyu.corrections", ["tidy_masks"], "nyu.corrections: expected one of ['rescale_inverse_depth'"),
+    ("nyu.corrections", "aligned_masks", "nyu.corrections: expected a list without repeats of"),
+    ("nyu.amp", True, "nyu.amp: expected one of ['auto', 'off', 'bf16', 'fp16'], got True"),
 ])
 def test_bad_values_name_the_key(path, value, message):
     with pytest.raises(XTaskError) as err:
@@ -90,3 +94,30 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_launch_and_methods_are_validated(path, value, message):
     with pytest.raises(XTaskError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_params(_with(path, value))
+
+
+def test_the_paper_sections_train_as_the_original_did_in_fp32():
+    p = load_params("params.yaml")
+    for name in ("cityscapes", "nyu", "synthetic"):
+        d = p.dataset(name)
+        assert (d.protocol, d.corrections, d.amp) == ("original", (), "off"), name
+
+
+def test_a_bare_yaml_off_is_off():
+    # YAML 1.1 reads `amp: off` and `channels_last: on` as booleans
+    d = parse_params(_with("nyu.amp", False)).dataset("nyu")
+    assert d.amp == "off"
+    assert parse_params(_with("nyu.channels_last", True)).dataset("nyu").channels_last == "on"
+
+
+def test_corrections_add_to_protocol_original_only():
+    from xtask.training.protocol import PROTOCOLS, protocol_of
+    raw = _with("nyu.corrections", ["mask_missing_depth", "normalise_nyu_input"])
+    nyu = parse_params(raw).dataset("nyu")
+    got = protocol_of(nyu)
+    assert got.mask_missing_depth and got.normalise_nyu_input and not got.aligned_masks
+    assert got.name == "original+mask_missing_depth+normalise_nyu_input"
+    assert protocol_of(parse_params(_with("nyu.protocol", "corrected")).dataset("nyu")) == PROTOCOLS["corrected"]
+    raw["nyu"]["protocol"] = "corrected"
+    with pytest.raises(XTaskError, match=r"nyu.corrections: expected \[\] unless protocol is original"):
+        parse_params(raw)

@@ -1,6 +1,7 @@
 """Tests for the data layer: labels, raw readers, synthetic generator, prepare, transforms."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,10 +15,13 @@ from xtask.common.labels import CS_IGNORE_INDEX, class_names, cityscapes_lut, va
 from xtask.common.prepared import PreparedSplit
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
-from xtask.training.transforms import IMAGENET_MEAN, IMAGENET_STD, random_hflip, random_scale_crop, to_model_input
+from xtask.training.batches import batch_spec, to_batch
+from xtask.training.transforms import IMAGENET_MEAN, IMAGENET_STD, Draw, draw_augmentations, hflip, to_model_input, zoom
+from xtask.common.config import load_params
 from xtask.common.errors import XTaskError
 
 H, W = 32, 64
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _png(path: Path, arr: np.ndarray) -> None:
@@ -93,8 +97,8 @@ def test_synthetic_content(tmp_path):
         image, label, inv = cityscapes.read_sample(s, lut=lut, height=64, width=128)
         assert image.dtype == np.uint8 and image.shape == (64, 128, 3)
         seen |= set(np.unique(label).tolist())
-        assert inv.min() >= 0 and inv.max() <= 0.4922
-        assert (inv[label == 4] == 0).all()  # sky has no valid disparity
+        assert np.nanmin(inv) >= 0 and np.nanmax(inv) <= 0.4922
+        assert np.isnan(inv[label == 4]).all()  # sky has no disparity measurement
         # The bottom rows are (mostly) ground: inverse depth grows downward there.
         ground = label == 0
         rows = [inv[r][ground[r]].mean() for r in range(40, 58) if ground[r].sum() > 20]
@@ -106,10 +110,11 @@ def test_synthetic_content(tmp_path):
 
 def test_read_sample_disparity_conversion(tmp_path):
     disp = np.zeros((H, W), np.uint16)
-    disp[:, 10:20] = 257
+    disp[:, 11:20] = 257
     disp[:, 20:30] = 60000
+    disp[:, 30:40] = 1  # zero disparity: inverse depth 0, a measurement (the original's mask counts it)
     label = np.full((H, W), 7, np.uint8)
-    label[0, :] = 0
+    label[1, :] = 0  # void; output row 0 samples source row 1, the centre of its 2-row block
     image = np.zeros((H, W, 3), np.uint8)
     image[..., 0] = 255  # blue in OpenCV's BGR order
     _raw_cs(tmp_path, "train", "c_000000_000000", label=label, disp=disp, image=image)
@@ -118,9 +123,12 @@ def test_read_sample_disparity_conversion(tmp_path):
     assert img.shape == (H // 2, W // 2, 3) and (img[..., 2] == 255).all() and (img[..., 0] == 0).all()
     assert lab.dtype == np.uint8 and lab[0, 0] == CS_IGNORE_INDEX and lab[-1, -1] == 0
     assert inv.dtype == np.float32
-    assert inv[0, 0] == 0.0
-    assert inv[0, 6] == pytest.approx(0.0039)
-    assert inv[0, 12] == pytest.approx(0.4922)
+    assert np.isnan(inv[0, 0])  # no measurement
+    # (p - 1) / 256**2 in float32, not rounded (the original's); output column x samples source column
+    # 2x + 1, the centre of its 2-pixel block (PIL's NEAREST; OpenCV's INTER_NEAREST would read column 10)
+    assert inv[0, 5] == np.float32(256 / 65536) and np.isnan(inv[0, 4])
+    assert inv[0, 12] == np.float32(0.4922)
+    assert inv[0, 16] == 0.0
 
 
 def _expect_error(fragment: str, fn, *args, **kwargs) -> None:
@@ -189,7 +197,7 @@ def test_nyu_read_and_validation(tmp_path):
     _raw_nyu(tmp_path, "train", 3, h=H * 2, w=W * 2)
     assert nyu.list_samples(tmp_path, "train") == [0, 1, 2]
     image, label, depth = nyu.read_sample(tmp_path, "train", 1, height=H, width=W)
-    assert (image.dtype, label.dtype, depth.dtype) == (np.uint8, np.int16, np.float32)
+    assert (image.dtype, label.dtype, depth.dtype) == (np.float32, np.int16, np.float32)  # MTAN's float image
     assert image.shape == (H, W, 3) and label.shape == depth.shape == (H, W)
     assert label.min() >= -1 and label.max() <= 12
 
@@ -252,7 +260,7 @@ def test_prepare_nyu(tmp_path):
     assert label.max() == 255  # NYUv2 ignore (-1) stored as STORED_IGNORE in the uint8 labels
 
 
-# ---- transforms ---------------------------------------------------------------------------------
+# ---- transforms and batches --------------------------------------------------------------------
 
 def _batch(n: int = 4):
     g = torch.Generator().manual_seed(0)
@@ -262,38 +270,105 @@ def _batch(n: int = 4):
     return image, label, depth
 
 
-def test_scale_crop_shapes_identity_and_depth_direction():
-    image, label, depth = _batch()
-    g = torch.Generator().manual_seed(1)
-    out = random_scale_crop(image, label, depth, scales=(1.0,), depth_kind="metres", generator=g)
-    for a, b in zip(out, (image, label, depth)):
+def test_zoom_shapes_identity_and_window():
+    image, label, depth = _batch(1)
+    for a, b in zip(zoom(image, label, depth, Draw(False, 1.0, 0, 0)), (image, label, depth)):
         assert torch.equal(a, b)
-    for kind, expect in (("metres", 1 / 1.5), ("inverse_depth", 1.5)):
-        g = torch.Generator().manual_seed(1)
-        const = torch.full_like(depth, 2.0)
-        img, lab, dep = random_scale_crop(image, label, const, scales=(1.5,), depth_kind=kind, generator=g)
-        assert img.shape == image.shape and lab.shape == label.shape and lab.dtype == torch.int64
-        assert torch.allclose(dep, torch.full_like(dep, 2.0 * expect))
-        assert set(lab.unique().tolist()) <= set(range(7))
+    img, lab, dep = zoom(image, label, depth, Draw(False, 1.5, 3, 5))
+    assert img.shape == image.shape and lab.shape == label.shape and lab.dtype == torch.int64
+    # nearest: every value of the zoomed maps comes from the window, none is invented
+    window = depth[:, :, 3:3 + int(H / 1.5), 5:5 + int(W / 1.5)]
+    assert set(dep.unique().tolist()) <= set(window.unique().tolist())
+    assert set(lab.unique().tolist()) <= set(label[:, 3:3 + int(H / 1.5), 5:5 + int(W / 1.5)].unique().tolist())
 
 
-def test_scale_crop_reproducible():
-    image, label, depth = _batch()
-    runs = [random_scale_crop(image, label, depth, depth_kind="inverse_depth",
-                              generator=torch.Generator().manual_seed(5)) for _ in range(2)]
-    assert all(torch.equal(a, b) for a, b in zip(*runs))
+def test_draws_are_reproducible_uniform_choices_with_windows_inside_the_image():
+    draws = [draw_augmentations(64, H, W, torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert draws[0] == draws[1]
+    assert {d.scale for d in draws[0]} == {1.0, 1.2, 1.5} and {d.flip for d in draws[0]} == {True, False}
+    for d in draws[0]:
+        assert 0 <= d.top <= H - int(H / d.scale) and 0 <= d.left <= W - int(W / d.scale)
 
 
-def test_hflip_matches_torch_flip():
-    image, label, depth = _batch(16)
-    img, lab, dep = random_hflip(image, label, depth, generator=torch.Generator().manual_seed(2))
-    flipped = torch.rand(16, generator=torch.Generator().manual_seed(2)) < 0.5
-    assert 0 < flipped.sum() < 16
-    for i in range(16):
-        expect = (image[i].flip(-1), label[i].flip(-1), depth[i].flip(-1)) if flipped[i] else (image[i], label[i], depth[i])
-        assert torch.equal(img[i], expect[0]) and torch.equal(lab[i], expect[1]) and torch.equal(dep[i], expect[2])
-    again = random_hflip(img, lab, dep, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(again[0], image) and torch.equal(again[1], label)
+def test_hflip_mirrors_every_map():
+    image, label, depth = _batch(2)
+    for a, b in zip(hflip(image, label, depth), (image, label, depth)):
+        assert torch.equal(a, b.flip(-1))
+
+
+def _raw_batch(image_u8, label, depth):
+    return (torch.from_numpy(image_u8), torch.from_numpy(label), torch.from_numpy(depth), (0, len(label)))
+
+
+def _cs_batch():
+    """One Cityscapes-format image: labels with an ignored band, depth with NaN (no measurement) and 0
+    (zero disparity) bands, so that masks before and after a zoom differ."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, H, W, 3), dtype=np.uint8)
+    label = rng.integers(0, 7, (1, H, W)).astype(np.uint8)
+    label[:, :6] = CS_IGNORE_INDEX
+    depth = (rng.random((1, H, W)) * 0.3 + 0.01).astype(np.float32)
+    depth[:, -5:] = np.nan
+    depth[:, :, :4] = 0.0
+    return _raw_batch(image, label, depth)
+
+
+def _spec(fmt: str, protocol: str):
+    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("nyu" if fmt == "nyu" else "cityscapes"),
+                              protocol=protocol)
+    return batch_spec(cfg)
+
+
+@pytest.mark.parametrize("protocol", ["original", "corrected"])
+def test_cityscapes_masks_and_depth_under_each_protocol(protocol):
+    raw = _cs_batch()
+    spec = _spec("cityscapes", protocol)
+    val = to_batch(raw, torch.device("cpu"), spec)
+    # no augmentation: masks of the targets; the original counts zero disparity (depth 0) as measured
+    assert torch.equal(val.seg_mask, (val.seg != CS_IGNORE_INDEX).unsqueeze(1))
+    measured = ~raw[2].isnan().unsqueeze(1)
+    assert torch.equal(val.depth_mask, measured if protocol == "original" else val.depth > 0)
+    assert not val.depth.isnan().any() and (val.depth[~measured] == 0).all()
+    stored = torch.from_numpy(np.nan_to_num(raw[2].numpy())).unsqueeze(1)
+    if protocol == "original":  # the original's Dataset quantises inverse depth to 1/255 steps
+        assert torch.equal(val.depth, torch.floor(stored * 255) / 255) and not torch.equal(val.depth, stored)
+    else:
+        assert torch.equal(val.depth, stored)
+    draw = Draw(True, 1.5, 2, 7)
+    aug = to_batch(raw, torch.device("cpu"), spec, [draw])
+    # Cityscapes flips, then zooms: the targets are the zoomed flipped maps
+    flipped = to_batch(raw, torch.device("cpu"), dataclasses.replace(spec, depth_mask="measured"))
+    _, seg, depth = zoom(flipped.image.flip(-1), flipped.seg.flip(-1), flipped.depth.flip(-1), draw)
+    assert torch.equal(aug.seg, seg)
+    if protocol == "original":  # masks of the flipped maps before the crop; depth values not rescaled
+        assert torch.equal(aug.seg_mask, val.seg_mask.flip(-1)) and torch.equal(aug.depth_mask, measured.flip(-1))
+        assert torch.equal(aug.depth, depth)
+    else:  # masks of the augmented targets; inverse depth x s
+        assert torch.equal(aug.seg_mask, (aug.seg != CS_IGNORE_INDEX).unsqueeze(1))
+        assert torch.equal(aug.depth_mask, aug.depth > 0)
+        assert torch.allclose(aug.depth, depth * 1.5)
+
+
+@pytest.mark.parametrize("protocol", ["original", "corrected"])
+def test_nyu_input_masks_and_depth_under_each_protocol(protocol):
+    rng = np.random.default_rng(1)
+    image = rng.random((1, H, W, 3)).astype(np.float32)
+    label = rng.integers(0, 13, (1, H, W)).astype(np.uint8)
+    depth = (rng.random((1, H, W)) * 5).astype(np.float32)
+    depth[:, :3] = 0  # missing depth
+    spec = _spec("nyu", protocol)
+    raw = _raw_batch(image, label, depth)
+    b = to_batch(raw, torch.device("cpu"), spec)
+    x = torch.from_numpy(image).permute(0, 3, 1, 2)
+    if protocol == "original":  # MTAN's [0, 1] images as they are, every depth pixel in the losses
+        assert torch.equal(b.image, x) and b.depth_mask.all()
+    else:
+        assert torch.allclose(b.image, to_model_input(torch.from_numpy(image))) and torch.equal(b.depth_mask, b.depth > 0)
+    assert b.seg_mask is None  # the original's NYUv2 scripts pass no seg mask
+    aug = to_batch(raw, torch.device("cpu"), spec, [Draw(True, 1.2, 1, 2)])
+    # NYUv2 zooms, then flips, and divides metric depth by the scale
+    _, seg, dep = zoom(b.image, b.seg, b.depth, Draw(False, 1.2, 1, 2))
+    assert torch.equal(aug.seg, seg.flip(-1)) and torch.allclose(aug.depth, dep.flip(-1) / 1.2)
 
 
 def test_to_model_input():
@@ -303,3 +378,6 @@ def test_to_model_input():
     assert y.shape == (2, 3, H, W) and y.dtype == torch.float32
     assert torch.allclose(y[:, 0], torch.tensor(-IMAGENET_MEAN[0] / IMAGENET_STD[0]))
     assert torch.allclose(y[:, 1], torch.tensor((1 - IMAGENET_MEAN[1]) / IMAGENET_STD[1]))
+    assert torch.equal(to_model_input(x, normalise=False)[:, 1], torch.ones(2, H, W))
+    f = torch.rand(2, H, W, 3)
+    assert torch.equal(to_model_input(f, normalise=False), f.permute(0, 3, 1, 2))

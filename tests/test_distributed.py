@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xtask.training.batches import EpochBatches, batch_options, iterate, make_loader
+from xtask.training.batches import EpochBatches, batch_spec, iterate, make_loader
 from xtask.common.config import load_params
 from xtask.common.prepared import PreparedSplit
 from tiny import prepare_tiny
@@ -67,8 +67,8 @@ def test_each_rank_augments_its_slice_exactly_as_one_process_would(root):
 
     def batches(world):
         loader = make_loader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(0), world=world)
-        return list(iterate(loader, torch.device("cpu"), augment_generator=torch.Generator().manual_seed(1),
-                            **batch_options(cfg, split.meta["depth_kind"])))
+        return list(iterate(loader, torch.device("cpu"), batch_spec(cfg),
+                            augment_generator=torch.Generator().manual_seed(1)))
     alone, r0, r1 = batches(World()), batches(World(0, 2)), batches(World(1, 2))
     for whole, a, b in zip(alone, r0, r1):
         for field in ("image", "seg", "depth", "depth_mask", "seg_mask"):
@@ -112,3 +112,14 @@ def test_the_world_comes_from_torchruns_environment():
     assert (w.rank, w.size, w.local_rank, w.distributed, w.is_main) == (3, 4, 1, True, False)
     with pytest.raises(XTaskError, match="RANK=4 is outside WORLD_SIZE=4"):
         world_from_env({"WORLD_SIZE": "4", "RANK": "4"})
+
+
+def test_the_original_gradnorm_under_ddp_is_refused_in_one_line():
+    from tiny import tiny_config
+    from xtask.training.balancing import make_balancer
+    from xtask.training.engine import build_model
+    model = build_model(tiny_config(uncertainty_weights=False, gradnorm=True), pretrained=False)
+    with pytest.raises(XTaskError, match="gradnorm under protocol original takes second-order gradients") as err:
+        make_balancer("gradnorm", model, original=True, world=World(0, 2))
+    assert "\n" not in str(err.value)
+    assert make_balancer("gradnorm", model, original=False, world=World(0, 2)).__class__.__name__ == "GradNorm"

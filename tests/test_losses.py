@@ -3,44 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fixtures
-from xtask.training.balancing import GradNorm, UncertaintyWeights
-from xtask.training.losses import loss_terms, task_losses, transferred_seg_loss
+from xtask.training.balancing import GradNorm
+from xtask.training.losses import loss_terms, original_kl_loss, transferred_seg_loss
 from xtask.training.model import XTaskOutput
-
-CASES = sorted(fixtures.manifest()["loss_parity"].items())
-
-
-def _inputs(prefix, cfg):
-    d = fixtures.load("loss_parity")
-    t = lambda k: torch.from_numpy(d[prefix + k])  # noqa: E731
-    out = XTaskOutput(t("seg"), t("depth"), t("seg_transferred"), t("depth_transferred"))
-    seg_target = t("seg_target")
-    seg_mask = (seg_target != cfg["ignore_index"]).unsqueeze(1) if cfg["with_seg_mask"] else None
-    return d, out, seg_target, t("depth_target"), t("depth_mask"), seg_mask
-
-
-@pytest.mark.parametrize("prefix,cfg", CASES)
-def test_terms_and_combination_match_the_original(prefix, cfg):
-    d, out, seg_target, depth_target, depth_mask, seg_mask = _inputs(prefix, cfg)
-    terms = loss_terms(out, seg_target, depth_target, depth_mask, seg_mask, num_classes=cfg["num_classes"],
-                       ignore_index=cfg["ignore_index"], label_smoothing=cfg["label_smoothing"], lp=cfg["lp"],
-                       tseg_loss=cfg["tseg_loss"], tdep_loss=cfg["tdep_loss"])
-    for name in ("seg", "depth", "seg_transferred", "depth_transferred"):
-        assert terms[name].item() == pytest.approx(d[prefix + "term_" + name].item(), rel=1e-5), name
-    label, image = task_losses(terms, alpha=cfg["alpha"], gamma=cfg["gamma"])
-    if cfg["balance"] == "uncert":
-        bal = UncertaintyWeights()
-        with torch.no_grad():
-            bal.log_vars.copy_(torch.from_numpy(d[prefix + "log_vars"]))
-        lv = bal.log_vars
-        label = 0.5 * torch.exp(-lv[1]) * label + lv[1]
-        image = 0.5 * torch.exp(-lv[0]) * image + lv[0]
-        assert bal.combine(*task_losses(terms, alpha=cfg["alpha"], gamma=cfg["gamma"])).item() == \
-            pytest.approx((label + image).item(), rel=1e-6)
-    assert label.item() == pytest.approx(d[prefix + "label_loss"].item(), rel=1e-5)
-    assert image.item() == pytest.approx(d[prefix + "image_loss"].item(), rel=1e-5)
-
 
 def test_transferred_targets_are_detached():
     torch.manual_seed(0)
@@ -92,3 +57,26 @@ def test_gradnorm_shrinks_the_weight_of_the_task_with_the_larger_gradient():
     w = bal.task_weights.detach()
     assert w[0] < 1.0 < w[1]
     assert w.sum().item() == pytest.approx(2.0)
+
+
+def test_the_original_kl_mixes_classes_with_pixels_and_the_corrected_one_does_not():
+    # protocol original: MaskedKLLoss as the original computes it, (N, C, H, W) viewed as (N, H*W, C)
+    torch.manual_seed(0)
+    n, c, h, w = 2, 5, 3, 4
+    logits, target = torch.randn(n, c, h, w), torch.randint(0, c, (n, h, w))
+    mask = (torch.rand(n, 1, h, w) > 0.3).float()
+    e = 0.2
+    mixed = logits.reshape(n, h * w, c)  # what view(N, H*W, C) reads from NCHW memory
+    prob = torch.full((n, h * w, c), e / (c - 2)).scatter(2, target.reshape(n, h * w, 1), 1 - e)
+    m = mask.reshape(n, h * w, 1)
+    expected = F.kl_div(F.log_softmax(mixed * m, dim=2), prob * m, reduction="batchmean")
+    got = original_kl_loss(logits, target, mask, num_classes=c, smoothing=e)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # a per-pixel KL is invariant to permuting the pixels; the original's is not
+    perm = torch.randperm(h * w)
+    shuffle = lambda t: t.flatten(-2)[..., perm].reshape(t.shape)  # noqa: E731
+    assert transferred_seg_loss(shuffle(logits), shuffle(target), None, num_classes=c, smoothing=e, kind="kl").item() \
+        == pytest.approx(transferred_seg_loss(logits, target, None, num_classes=c, smoothing=e, kind="kl").item(),
+                         rel=1e-6)
+    assert original_kl_loss(shuffle(logits), shuffle(target), None, num_classes=c, smoothing=e).item() != \
+        pytest.approx(original_kl_loss(logits, target, None, num_classes=c, smoothing=e).item(), rel=1e-3)

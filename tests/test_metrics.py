@@ -1,31 +1,7 @@
 import pytest
 import torch
 
-import fixtures
 from xtask.common.metrics import PaperMetrics, StandardMetrics
-
-CASES = sorted(fixtures.manifest()["metric_parity"].items())
-
-
-def _batches(prefix, cfg):
-    d = fixtures.load("metric_parity")
-    for b in range(len(cfg["batch_sizes"])):
-        t = lambda k: torch.from_numpy(d[f"{prefix}b{b}_{k}"])  # noqa: E731
-        yield t("seg_logits"), t("depth_pred"), t("seg_target"), t("depth_target")
-
-
-@pytest.mark.parametrize("prefix,cfg", CASES)
-def test_paper_metrics_match_the_original(prefix, cfg):
-    d = fixtures.load("metric_parity")
-    m = PaperMetrics(num_classes=cfg["num_classes"], ignore_index=cfg["ignore_index"])
-    for batch in _batches(prefix, cfg):
-        m.update(*batch)
-    got = m.compute()
-    assert got["miou"] == pytest.approx(d[prefix + "miou"].item(), rel=1e-6)
-    assert got["pix_acc"] == pytest.approx(d[prefix + "pixel_acc"].item(), rel=1e-6)
-    assert got["abs_err"] == pytest.approx(d[prefix + "abs"].item(), rel=1e-6)
-    assert got["rel_err"] == pytest.approx(d[prefix + "abs_rel"].item(), rel=1e-6)
-
 
 def _one_hot_logits(pred):
     return torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()

@@ -207,24 +207,29 @@ def test_our_checkpoint_and_its_original_key_names_predict_identically(work, tmp
     assert a == b
 
 
-def test_an_original_nyu_checkpoint_gets_unnormalised_images_as_it_was_trained(tmp_path):
-    # the original fed NYUv2 images in [0, 1] (MTAN's arrays as stored), Cityscapes ones normalised
-    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("nyu"), **{**TINY, "num_classes": 13})
+@pytest.mark.parametrize("params_protocol", ["original", "corrected"])
+def test_a_network_sees_images_in_the_convention_it_was_trained_with(tmp_path, params_protocol):
+    # NYUv2: the original (and protocol original) feed MTAN's [0, 1] images, protocol corrected normalises
+    # them; whatever the params feed, each network gets the input it was trained on
+    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("nyu"),
+                              **{**TINY, "num_classes": 13, "protocol": params_protocol})
     torch.manual_seed(3)
     net = build_model(cfg).eval()
     torch.save(_as_original(net.state_dict(), cfg), tmp_path / "model.pth")
-    torch.save({"model": net.state_dict(), "config": dataclasses.asdict(cfg)}, tmp_path / "ours.pt")
+    for trained in ("original", "corrected"):
+        saved = {**dataclasses.asdict(cfg), "protocol": trained}
+        torch.save({"model": net.state_dict(), "config": saved}, tmp_path / f"{trained}.pt")
     image = torch.randint(0, 256, (1, 64, 128, 3), dtype=torch.uint8)
-    x = to_model_input(image)  # what evaluate and predict feed every model
-    original, _ = trained_model(cfg, tmp_path / "model.pth")
-    ours, _ = trained_model(cfg, tmp_path / "ours.pt")
+    fed = to_model_input(image, normalise=params_protocol == "corrected")  # what evaluate and predict feed
     with torch.no_grad():
-        want_original, want_ours = net(image.permute(0, 3, 1, 2).float() / 255), net(x)
-        got_original, got_ours = original(x), ours(x)
-    for name in ("seg", "depth", "seg_transferred", "depth_transferred"):
-        assert torch.allclose(getattr(got_original, name), getattr(want_original, name), rtol=1e-4, atol=1e-5)
-        assert torch.equal(getattr(got_ours, name), getattr(want_ours, name))
-    assert not torch.allclose(want_original.depth, want_ours.depth, rtol=1e-4, atol=1e-5)
+        on_unit = net(image.permute(0, 3, 1, 2).float() / 255)   # a network trained on [0, 1] images
+        on_normalised = net(to_model_input(image))               # one trained on normalised images
+        for file, want in (("model.pth", on_unit), ("original.pt", on_unit), ("corrected.pt", on_normalised)):
+            model, _ = trained_model(cfg, tmp_path / file)
+            got = model(fed)
+            for name in ("seg", "depth", "seg_transferred", "depth_transferred"):
+                assert torch.allclose(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-5), (file, name)
+    assert not torch.allclose(on_unit.depth, on_normalised.depth, rtol=1e-4, atol=1e-5)
 
 
 def test_palettes_follow_the_datasets():

@@ -13,7 +13,7 @@ SEG_KEYS = ("miou", "pix_acc")
 def _metrics(dataset, method, seed, miou=55.0, pix=90.0, abs_err=0.012, rel=0.2):
     """A metrics JSON as the evaluate stage writes it; stl methods carry only their own task."""
     m = {"dataset": dataset, "method": method, "seed": seed, "best_epoch": 10, "val_images": 500,
-         "depth_unit": "inverse_depth", "amp": "off",
+         "depth_unit": "inverse_depth", "amp": "off", "protocol": "original",
          "paper": {"miou": miou, "pix_acc": pix, "abs_err": abs_err, "rel_err": rel},
          "standard": {"miou": miou + 5, "pix_acc": pix + 0.5, "abs_err": abs_err * 1.1, "rel_err": rel * 1.1,
                       "rmse": abs_err * 2, "delta1": 0.8, "delta2": 0.9, "delta3": 0.95},
@@ -135,17 +135,17 @@ def test_delta_m_against_the_single_task_means(metrics_dir):
 def test_markdown_rows_mean_std_blank_cells_and_n1(metrics_dir):
     md = to_markdown(results_table(collect(metrics_dir)))
     rows = _md_rows(md, "cityscapes")
-    assert ("| xtask | reproduced | paper (per-image) | 3 (0, 1, 2) | 56.00 ± 1.00 | 91.00 ± 1.00 | "
+    assert ("| xtask | reproduced, protocol original | paper (per-image) | 3 (0, 1, 2) | 56.00 ± 1.00 | 91.00 ± 1.00 | "
             "0.0130 ± 0.0010 | 20.00 ± 2.00 |  |  | −8.00 ± 3.15 | 0.0800 |") in rows
-    assert ("| xtask | reproduced | standard (dataset-level) | 3 (0, 1, 2) | 61.00 ± 1.00 | 91.50 ± 1.00 | "
+    assert ("| xtask | reproduced, protocol original | standard (dataset-level) | 3 (0, 1, 2) | 61.00 ± 1.00 | 91.50 ± 1.00 | "
             "0.0143 ± 0.0011 | 22.00 ± 2.20 | 0.0260 ± 0.0020 | 0.8000 ± 0.0000 |  | 0.0810 |") in rows
     # single-task rows: the other task's cells stay empty, delta_m says it is the baseline
-    assert ("| stl_seg | reproduced | paper (per-image) | 2 (0, 1) | 50.00 ± 1.41 | 91.00 ± 1.41 "
+    assert ("| stl_seg | reproduced, protocol original | paper (per-image) | 2 (0, 1) | 50.00 ± 1.41 | 91.00 ± 1.41 "
             "|  |  |  |  | baseline |  |") in rows
-    assert ("| stl_depth | reproduced | paper (per-image) | 2 (0, 1) |  |  | 0.0130 ± 0.0007 | 25.00 ± 0.00 "
+    assert ("| stl_depth | reproduced, protocol original | paper (per-image) | 2 (0, 1) |  |  | 0.0130 ± 0.0007 | 25.00 ± 0.00 "
             "|  |  | baseline | 0.0800 |") in rows
     # one seed: the mean alone, no "± nan"
-    assert ("| xtask | reproduced | paper (per-image) | 1 (0) | 30.00 | 64.00 | 0.6000 | 0.2200 |  |  |  "
+    assert ("| xtask | reproduced, protocol original | paper (per-image) | 1 (0) | 30.00 | 64.00 | 0.6000 | 0.2200 |  |  |  "
             "| 0.0800 |") in _md_rows(md, "nyu")
     assert "nan" not in md.lower()
 
@@ -241,3 +241,15 @@ def test_within_two_std_is_two_std(tmp_path):
     # PixAcc 92 ± 2 vs 93.56: within; the depth errors are identical over seeds (std 0): outside
     assert "PixAcc 92.00 ± 2.00 (n=3) vs reported 93.56: −1.56 points (worse), within ±2 std" in line
     assert "Abs 0.0120 ± 0.0000 (n=3) vs reported 0.0122: −1.6 % (better), outside ±2 std" in line
+
+
+def test_runs_of_each_protocol_are_rows_of_their_own(tmp_path):
+    for seed, protocol, miou in ((0, "original", 50.0), (1, "original", 52.0), (2, "corrected", 60.0)):
+        m = _metrics("synthetic", "xtask", seed, miou=miou)
+        m["protocol"] = protocol
+        write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", m)
+    table = results_table(collect(tmp_path))
+    ours = table[table["source"] == "reproduced"].set_index("protocol")
+    assert ours.loc["original", "paper_miou_mean"] == 51.0 and ours.loc["original", "n_seeds"] == 2
+    assert ours.loc["corrected", "paper_miou_mean"] == 60.0 and ours.loc["corrected", "seeds"] == "2"
+    assert "| xtask | reproduced, protocol corrected | paper (per-image) | 1 (2) | 60.00 |" in to_markdown(table)

@@ -11,7 +11,7 @@ from xtask.reporting.report import collect
 
 
 def _metrics(seed, miou):
-    return {"dataset": "synthetic", "method": "xtask", "seed": seed,
+    return {"dataset": "synthetic", "method": "xtask", "seed": seed, "protocol": "original",
             "paper": {"miou": miou, "pix_acc": 90.0, "abs_err": 0.02, "rel_err": 0.25},
             "standard": {"miou": miou - 1, "pix_acc": 91.0, "abs_err": 0.021, "rel_err": 0.26, "rmse": 0.03,
                          "delta1": 0.8, "delta2": 0.9, "delta3": 0.95},
@@ -27,9 +27,9 @@ def test_report_stage_writes_both_files_and_keeps_them_on_a_bad_input(tmp_path, 
         run(report_stage.main)  # as `python -m pipeline.report` runs it
     assert done.value.code == 0
     md, csv = (tmp_path / "results.md").read_text(), (tmp_path / "results.csv").read_text()
-    assert "| xtask | reproduced | paper (per-image) | 2 (0, 1) | 56.00 ± 1.41 | 90.00 ± 0.00 |" in md
-    assert csv.startswith("dataset,method,source,n_seeds,seeds,rel_err_scale,paper_miou_mean,paper_miou_std,")
-    assert "synthetic,xtask,reproduced,2,0 1,100.0,56.0,1.414" in csv
+    assert "| xtask | reproduced, protocol original | paper (per-image) | 2 (0, 1) | 56.00 ± 1.41 | 90.00 ± 0.00 |" in md
+    assert csv.startswith("dataset,method,source,protocol,n_seeds,seeds,rel_err_scale,paper_miou_mean,paper_miou_std,")
+    assert "synthetic,xtask,reproduced,original,2,0 1,100.0,56.0,1.414" in csv
     (tmp_path / "synthetic" / "xtask" / "seed2.json").write_text("{not json")
     with pytest.raises(SystemExit) as done:
         run(report_stage.main)

@@ -13,7 +13,7 @@ from xtask.common.errors import XTaskError
 from xtask.data.prepare import RawSplit
 from xtask.evaluation.evaluate import evaluate
 from xtask.training import checkpoint
-from xtask.training.batches import batch_options, iterate, make_loader
+from xtask.training.batches import batch_spec, iterate, make_loader
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def test_missing_prepared_data_says_to_run_prepare(tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    {"gradnorm": True, "uncertainty_weights": False},
+    {"gradnorm": True, "uncertainty_weights": False, "protocol": "corrected"},
+    {"gradnorm": True, "uncertainty_weights": False, "tseg_loss": "kl"},  # the original's GradNorm and KL
     {"uncertainty_weights": False, "lp": "MSE", "tdep_loss": "SSIM", "tseg_loss": "kl", "label_smoothing": 0.1},
     {"batch_norm": True, "wider_ttnet": True, "lp": "smoothL1", "num_classes": 19},
 ])
@@ -97,8 +98,11 @@ def test_every_option_trains(tiny, tmp_path, options):
     summary = train_tiny(cfg, 0, data, tmp_path / "run")
     assert math.isfinite(summary["best_val_loss"])
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    if cfg.gradnorm:
+    if cfg.gradnorm and cfg.protocol == "corrected":
         assert state["balancer"]["task_weights"].sum().item() == pytest.approx(2.0)
+    elif cfg.gradnorm:  # the original's raw weights, its own Adam's state and its initial losses
+        assert set(state["balancer"]) == {"raw", "_extra_state"}
+        assert state["balancer"]["_extra_state"]["renormalised"] is True
 
 
 def test_raw_and_prepared_data_paths_give_the_same_batches(tiny):
@@ -106,11 +110,11 @@ def test_raw_and_prepared_data_paths_give_the_same_batches(tiny):
     root, data, cfg = tiny
     raw = RawSplit("cityscapes", root / "raw", "train", num_classes=7, height=32, width=64)
     from xtask.common.prepared import PreparedSplit
-    kwargs = batch_options(cfg, "inverse_depth")
+    spec = batch_spec(cfg)
 
     def batches(split):
         loader = make_loader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(3))
-        return list(iterate(loader, torch.device("cpu"), augment_generator=torch.Generator().manual_seed(4), **kwargs))
+        return list(iterate(loader, torch.device("cpu"), spec, augment_generator=torch.Generator().manual_seed(4)))
     for a, b in zip(batches(PreparedSplit(data, "train")), batches(raw), strict=True):
         for x, y in zip(a, b):
             assert (x is None and y is None) or (torch.equal(x, y) if torch.is_tensor(x) else x == y)
@@ -142,10 +146,11 @@ def test_compiled_model_trains_and_saves_plain_weights(tiny, tmp_path):
 
 def test_a_non_finite_loss_stops_training_naming_epoch_step_and_term(tiny, tmp_path):
     root, data, cfg = tiny
+    cfg = dataclasses.replace(cfg, protocol="corrected")  # the float depth as stored
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)
     depth = np.load(bad / "train" / "depth.npy", mmap_mode="r+")
-    depth[:] = np.nan  # every batch's depth loss becomes NaN
+    depth[:] = np.inf  # every batch's depth loss becomes infinite (NaN would be "not measured")
     depth.flush()
     with pytest.raises(XTaskError, match=r"non-finite loss \(depth.*\) at epoch 1 step 1; the last good state"):
         train_tiny(cfg, 0, bad, tmp_path / "run", save_every_s=3600)

@@ -23,6 +23,11 @@ SWITCH = ("auto", "on", "off")
 CLASSES = {"cityscapes": (7, 19), "nyu": (13,)}
 # The choice lists params.yaml may hold; the code that implements each choice imports them from here.
 ENC_LAYERS = (18, 34, 50, 101, 152)
+PROTOCOLS = ("original", "corrected")  # what each one does: xtask/training/protocol.py
+# The corrections ``protocol: corrected`` makes, each one a switch of xtask/training/protocol.py's Protocol;
+# ``corrections`` adds some of them to ``protocol: original`` (to measure what each defect costs).
+CORRECTIONS = ("rescale_inverse_depth", "aligned_masks", "float_inverse_depth", "mask_missing_depth",
+               "normalise_nyu_input", "stl_dataset_betas", "clean_gradnorm", "per_pixel_kl", "image_weighted_val_loss")
 LP_LOSSES = ("L1", "MSE", "logL1", "smoothL1")
 TSEG_LOSSES = ("cross", "kl")
 TDEP_LOSSES = ("L1", "SSIM")
@@ -67,6 +72,8 @@ class DatasetConfig:
     wider_ttnet: bool
     uncertainty_weights: bool
     gradnorm: bool
+    protocol: str = "original"
+    corrections: tuple[str, ...] = ()
     gradnorm_alpha: float = 1.5
     decoder_width: int = 128
     ttnet_width: int = 64
@@ -106,7 +113,7 @@ STAGE_KEYS = {
     "prepare": ("format", "input_path", "height", "width", "num_classes", "expect_full_size"),
     "train": tuple(f.name for f in dataclasses.fields(DatasetConfig)
                    if f.name not in ("name", *RUNTIME_KEYS, *_DATA_KEYS)),
-    "evaluate": ("format", *ARCHITECTURE_KEYS, "batch_size", "amp"),
+    "evaluate": ("format", *ARCHITECTURE_KEYS, "batch_size", "amp", "protocol", "corrections"),
     "inference_time": ("height", "width", *ARCHITECTURE_KEYS, "amp"),
 }
 
@@ -168,6 +175,8 @@ def _bool(key, v):
 
 
 def _choice(key, v, choices):
+    if isinstance(v, bool) and ("on" if v else "off") in choices:
+        v = "on" if v else "off"  # YAML 1.1 reads a bare on/off as true/false (and so writes DVC's -S)
     if v not in choices:
         raise _fail(key, f"one of {list(choices)}", v)
     return v
@@ -198,6 +207,18 @@ def _generate(section: str, raw: Any) -> GenerateConfig:
         seed=_int(f"{section}.seed", v["seed"], lo=0), n_train=_int(f"{section}.n_train", v["n_train"], lo=1),
         n_val=_int(f"{section}.n_val", v["n_val"], lo=1), height=_int(f"{section}.height", v["height"], lo=32),
         width=_int(f"{section}.width", v["width"], lo=32))
+
+
+def _corrections(key: str, v: Any, protocol: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, (list, tuple)) or len(set(v)) != len(v):
+        raise _fail(key, f"a list without repeats of {list(CORRECTIONS)}", v)
+    for c in v:
+        _choice(key, c, CORRECTIONS)
+    if v and protocol != "original":
+        raise _fail(key, "[] unless protocol is original (corrected makes every correction)", v)
+    return tuple(v)
 
 
 def parse_dataset(name: str, raw: Any) -> DatasetConfig:
@@ -246,6 +267,8 @@ def parse_dataset(name: str, raw: Any) -> DatasetConfig:
         tseg_loss=_choice(k("tseg_loss"), v["tseg_loss"], TSEG_LOSSES),
         batch_norm=_bool(k("batch_norm"), v["batch_norm"]), wider_ttnet=_bool(k("wider_ttnet"), v["wider_ttnet"]),
         uncertainty_weights=uncertainty, gradnorm=gradnorm,
+        protocol=_choice(k("protocol"), v["protocol"], PROTOCOLS),
+        corrections=_corrections(k("corrections"), v["corrections"], v["protocol"]),
         gradnorm_alpha=_float(k("gradnorm_alpha"), v["gradnorm_alpha"], lo=0),
         decoder_width=_int(k("decoder_width"), v["decoder_width"], lo=1),
         ttnet_width=_int(k("ttnet_width"), v["ttnet_width"], lo=1),

@@ -95,16 +95,20 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def disparity_to_inverse_depth(p: np.ndarray) -> np.ndarray:
-    """Cityscapes uint16 disparity PNG values -> float32 inverse depth, 0 where invalid (p == 0)."""
-    p = p.astype(np.float64)
-    inv = np.where(p > 0, np.round((p - 1.0) / 256.0**2, 4), 0.0)
-    return np.minimum(inv, MAX_INVERSE_DEPTH).astype(np.float32)
+    """Cityscapes uint16 disparity PNG values -> float32 inverse depth (p - 1) / 256**2, clipped at 0.4922,
+    computed in float32 and not rounded, as the original computes it; NaN where there is no measurement
+    (p == 0). p == 1 gives 0, zero disparity: the original's loss mask (p > 0) counts those pixels as
+    valid while its metrics (target > 0) skip them, so the prepared copy keeps the two apart."""
+    p = p.astype(np.float32)
+    inv = np.where(p > 0, (p - 1) / np.float32(256**2), np.float32(np.nan))
+    return np.minimum(inv, np.float32(MAX_INVERSE_DEPTH))  # NaN stays NaN
 
 
 def read_sample(
     s: RawSample, *, lut: np.ndarray, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image uint8 (H,W,3) RGB, label uint8 (H,W) class indices / 250, inverse depth float32 (H,W))."""
+    """(image uint8 (H,W,3) RGB, label uint8 (H,W) class indices / 250, inverse depth float32 (H,W), NaN
+    where the disparity map has no measurement)."""
     image = _decode(s.image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise XTaskError(f"{s.image}: expected an 8-bit 3-channel colour PNG, got {_describe(image)}")

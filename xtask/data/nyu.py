@@ -60,28 +60,24 @@ def _check(path: Path, ok: bool, expected: str, arr: np.ndarray) -> None:
         raise XTaskError(f"{path}: expected {expected}, got shape {arr.shape} of {arr.dtype}")
 
 
-def image_to_uint8(image: np.ndarray) -> np.ndarray:
-    """MTAN's float RGB image in [0, 1] -> uint8, as prepared (the model input is normalised from it)."""
-    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def _is_image(arr: np.ndarray) -> bool:
     return arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype.kind == "f"
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One image .npy in MTAN's format -> uint8 (H,W,3) at its own size (``predict``'s NYUv2 input)."""
+    """One image .npy in MTAN's format -> float32 (H,W,3) in [0, 1] at its own size (``predict``'s NYUv2 input)."""
     image = _load(Path(path))
     _check(Path(path), _is_image(image), IMAGE_EXPECTED, image)
     if not np.isfinite(image).all():
         raise XTaskError(f"{path}: contains NaN or infinite values")
-    return image_to_uint8(image)
+    return image.astype(np.float32)
 
 
 def read_sample(
     root: Path, split: str, i: int, *, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image uint8 (H,W,3), label int16 (H,W) with -1 = ignore, depth float32 (H,W) metres, 0 = invalid)."""
+    """(image float32 (H,W,3) in [0, 1] as MTAN stores it, label int16 (H,W) with -1 = ignore, depth float32
+    (H,W) metres, 0 = invalid). The image stays float: the original feeds MTAN's values as they are."""
     paths = {kind: Path(root) / split / kind / f"{i}.npy" for kind in KINDS}
     image, label, depth = (_load(paths[kind]) for kind in KINDS)
 
@@ -106,7 +102,7 @@ def read_sample(
             f"{paths['label']}: label values {bad[:5].tolist()} outside {{-1, 0..{len(NYU_CLASS_NAMES) - 1}}}"
         )
     return (
-        resize_nearest(image_to_uint8(image), height, width),
+        resize_nearest(image.astype(np.float32), height, width),
         resize_nearest(label.astype(np.int16), height, width),
         resize_nearest(depth.astype(np.float32), height, width),
     )

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from xtask.data import cityscapes, nyu
 from xtask.common.labels import IGNORE_INDEX, NYU_CLASS_NAMES, cityscapes_lut
-from xtask.common.prepared import DEPTH_KINDS, SPLITS, create_arrays, to_stored
+from xtask.common.prepared import DEPTH_KINDS, IMAGE_DTYPES, SPLITS, create_arrays, to_stored
 from xtask.common.errors import XTaskError
 from xtask.common.io import atomic_path
 
@@ -70,7 +70,7 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
             d = tmp / split
             d.mkdir(parents=True)
             n = len(handles)
-            image, label, depth = create_arrays(d, n, height, width)
+            image, label, depth = create_arrays(d, n, height, width, IMAGE_DTYPES[kind])
             bar = tqdm(handles, desc=f"prepare {split}", disable=None if progress else True, leave=False)
             for i, h in enumerate(bar):
                 image[i], label[i], depth[i] = to_stored(read(h))
@@ -89,6 +89,7 @@ def prepare(kind: str, raw_root: Path, out_dir: Path, *, num_classes: int, heigh
             "num_classes": num_classes,
             "ignore_index": IGNORE_INDEX[kind],
             "depth_kind": DEPTH_KINDS[kind],
+            "image_dtype": IMAGE_DTYPES[kind],
             "height": height,
             "width": width,
             "counts": counts,
@@ -110,7 +111,8 @@ class RawSplit:
     def __init__(self, kind: str, raw_root: Path, split: str, *, num_classes: int, height: int, width: int):
         self.names, self._handles, self._read = _readers(kind, Path(raw_root), num_classes, height, width)[split]
         self.meta = {"kind": kind, "num_classes": num_classes, "ignore_index": IGNORE_INDEX[kind],
-                     "depth_kind": DEPTH_KINDS[kind], "height": height, "width": width}
+                     "depth_kind": DEPTH_KINDS[kind], "image_dtype": IMAGE_DTYPES[kind], "height": height,
+                     "width": width}
 
     def __len__(self) -> int:
         return len(self._handles)

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtask.training.batches import batch_options, iterate, make_loader, to_batch
+from xtask.training.batches import BatchSpec, batch_spec, iterate, make_loader, to_batch
+from xtask.training.protocol import protocol_of
 from xtask.evaluation.colours import seg_palette
 from xtask.common.config import DatasetConfig
 from xtask.common.labels import class_names
@@ -45,13 +46,14 @@ def _depth(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
     return None if t is None else _numpy(t[:, 0])
 
 
-def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, batch_kwargs: dict) -> Examples:
+def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, spec: BatchSpec) -> Examples:
     """The first ``k`` images of ``split``, their targets and every prediction (TTNets included)."""
     raw = split.read(list(range(min(k, len(split)))))
-    batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), hw.device, **batch_kwargs)
+    batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), hw.device, spec)
     with torch.no_grad(), hw.autocast():
         out = run_model(hw.input(batch.image), with_transfer=True)
-    return Examples(image=raw[0], seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
+    image = raw[0] if raw[0].dtype == np.uint8 else np.round(np.clip(raw[0], 0, 1) * 255).astype(np.uint8)
+    return Examples(image=image, seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
                     seg_transferred=_labels(out.seg_transferred), depth_target=_depth(batch.depth),
                     depth=_depth(out.depth), depth_transferred=_depth(out.depth_transferred))
 
@@ -77,9 +79,9 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
     paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     mean_depth = float(meta["train_depth_mean"])
-    kwargs = batch_options(cfg, meta["depth_kind"])
+    spec = batch_spec(cfg)
     with torch.no_grad():
-        for batch in tqdm(iterate(loader, device, **kwargs), total=len(loader), desc=f"evaluate {cfg.name}",
+        for batch in tqdm(iterate(loader, device, spec), total=len(loader), desc=f"evaluate {cfg.name}",
                           disable=None if progress else True, file=sys.stderr):
             # direct predictions only: the tables score the decoders, not the TTNets
             with hw.autocast():
@@ -91,7 +93,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
                 base_paper.update(None, constant, batch.seg, batch.depth)
                 base_std.update(None, constant, batch.seg, batch.depth)
     if figure_path is not None:
-        ex = examples(run_model, hw, val, figure_images, kwargs)
+        ex = examples(run_model, hw, val, figure_images, spec)
         write_examples_figure(ex, figure_path, palette=seg_palette(cfg.format, cfg.num_classes),
                               depth_kind=meta["depth_kind"],
                               title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} "
@@ -101,7 +103,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
     result = {
         "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,
         "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val),
-        "depth_unit": meta["depth_kind"], "amp": hw.amp,
+        "depth_unit": meta["depth_kind"], "amp": hw.amp, "protocol": protocol_of(cfg).name,
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
     }

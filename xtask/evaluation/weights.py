@@ -11,10 +11,10 @@ Two formats are recognised from the file's content (never its name):
 
 Either way the file is read with ``weights_only=True`` (``checkpoint.load``): tensors and plain values only.
 
-Inputs: every caller feeds ImageNet-normalised images (``to_model_input``), as this project trains.
-The original did so for Cityscapes, but fed NYUv2 images as MTAN stores them, in [0, 1] without
-normalisation; an original NYUv2 checkpoint is therefore wrapped in ``OriginalNYUInput``, which
-undoes the normalisation before its network.
+Inputs: callers feed images as the params' protocol says (``normalised_input``: ImageNet-normalised,
+or for NYUv2 under ``protocol: original`` in [0, 1] as MTAN stores them). A network trained with the
+other convention (an original NYUv2 ``model.pth`` saw [0, 1] images; a checkpoint of this project
+records its protocol) is wrapped in ``InputConvention``, which converts the input before its network.
 """
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ from xtask.common.config import DatasetConfig
 from xtask.training.engine import build_model
 from xtask.common.errors import XTaskError
 from xtask.common.methods import METHODS, Method
+from xtask.training.batches import normalised_input
+from xtask.training.protocol import protocol_of
 from xtask.training.transforms import IMAGENET_MEAN, IMAGENET_STD
 from xtask.training.model import XTaskNet, XTaskOutput, convert_original_state_dict
 
@@ -168,30 +170,44 @@ def check_fits(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: 
                              f"{tuple(mine[key].shape)}")
 
 
-class OriginalNYUInput(torch.nn.Module):
-    """An original NYUv2 network behind the project's input convention: normalised -> [0, 1] images."""
+class InputConvention(torch.nn.Module):
+    """A network behind the other input convention: ``normalise`` turns [0, 1] images into normalised
+    ones before it, otherwise normalised images are turned back into [0, 1]."""
 
-    def __init__(self, net: XTaskNet):
+    def __init__(self, net: XTaskNet, normalise: bool):
         super().__init__()
-        self.net = net
+        self.net, self.normalise = net, normalise
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor, with_transfer: bool = True) -> XTaskOutput:
-        return self.net(x * self.std + self.mean, with_transfer=with_transfer)
+        x = (x - self.mean) / self.std if self.normalise else x * self.std + self.mean
+        return self.net(x, with_transfer=with_transfer)
+
+
+def trained_on_normalised_input(weights: Weights, fmt: str) -> bool:
+    """The input convention the network was trained with: the original normalised Cityscapes images
+    only; a checkpoint of this project records its protocol (those from before it had one all
+    trained on normalised images)."""
+    if weights.source == "original":
+        return fmt != "nyu"
+    if not weights.config or "protocol" not in weights.config:
+        return True
+    return normalised_input(fmt, protocol_of(weights.config))
 
 
 def trained_model(cfg: DatasetConfig, path: str | Path, method: Optional[Method] = None
                   ) -> tuple[torch.nn.Module, Weights]:
-    """``cfg``'s model (CPU, eval mode) holding the weights of ``path``, taking normalised images
-    whatever the file's origin, and what the file said. ``method``: refuse a checkpoint of another
-    method (None: whichever the file holds)."""
+    """``cfg``'s model (CPU, eval mode) holding the weights of ``path``, taking images in the params'
+    input convention whatever the file's origin, and what the file said. ``method``: refuse a
+    checkpoint of another method (None: whichever the file holds)."""
     weights = load_weights(path, cfg)
     if method is not None and weights.method != method.name:
         raise XTaskError(f"{path}: a {weights.method} checkpoint, but {method.name} was asked to be evaluated")
     model = build_model(cfg, METHODS[weights.method], pretrained=False)
     check_fits(model, weights.state_dict, Path(path))
     model.load_state_dict(weights.state_dict)
-    if weights.source == "original" and cfg.format == "nyu":
-        return OriginalNYUInput(model).eval(), weights
+    fed = normalised_input(cfg.format, protocol_of(cfg))
+    if trained_on_normalised_input(weights, cfg.format) != fed:
+        return InputConvention(model, normalise=not fed).eval(), weights
     return model.eval(), weights

@@ -50,7 +50,7 @@ DELTA_M = FAMILIES["paper"]
 BASELINES = ("paper_abs_err", "standard_abs_err")  # keys of baseline_mean_depth the table shows
 
 METRICS = [f"{family}_{m}" for family, names in FAMILIES.items() for m in names]
-COLUMNS = (["dataset", "method", "source", "n_seeds", "seeds", "rel_err_scale"]
+COLUMNS = (["dataset", "method", "source", "protocol", "n_seeds", "seeds", "rel_err_scale"]
            + [f"{c}_{stat}" for c in METRICS for stat in ("mean", "std")]
            + ["delta_m", "delta_m_std", "baseline_paper_abs_err", "baseline_standard_abs_err"])
 SEED_FILE = re.compile(r"seed(\d+)\.json")
@@ -87,7 +87,12 @@ def _read_run(path: Path, dataset: str, method: str, seed: int) -> dict[str, Any
         raise XTaskError(f"{path}: says dataset {said[0]!r}, method {said[1]!r}, seed {said[2]!r}, but its path "
                          f"says {dataset!r}, {method!r}, {seed}; move it to "
                          f"metrics/{said[0]}/{said[1]}/seed{said[2]}.json")
-    row: dict[str, Any] = {"dataset": dataset, "method": method, "seed": seed, "path": str(path)}
+    protocol = m.get("protocol")
+    if not isinstance(protocol, str) or not protocol:
+        raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage (no 'protocol' it was trained "
+                         "under); rerun the evaluate stage")
+    row: dict[str, Any] = {"dataset": dataset, "method": method, "seed": seed, "path": str(path),
+                           "protocol": protocol}
     for family in FAMILIES:
         scores = m.get(family)
         if not isinstance(scores, dict):
@@ -119,7 +124,7 @@ def collect(metrics_dir: Path) -> pd.DataFrame:
                              "keep one")
         seen[dataset, method, seed] = path
         rows.append(_read_run(path, dataset, method, seed))
-    columns = ["dataset", "method", "seed", "path"] + METRICS + [f"baseline_{k}" for k in BASELINES]
+    columns = ["dataset", "method", "seed", "path", "protocol"] + METRICS + [f"baseline_{k}" for k in BASELINES]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -154,8 +159,8 @@ def _dataset_key(dataset: str) -> tuple[int, str]:
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, method): the seeds, mean and sample std (ddof=1; NaN for one seed) of every metric,
-    and for multi-task methods delta_m against the same dataset's single-task means.
+    """Per (dataset, method, protocol): the seeds, mean and sample std (ddof=1; NaN for one seed) of every
+    metric, and for multi-task methods delta_m against the same dataset's single-task means.
 
     AbsRel is scaled as the dataset's table prints it. delta_m is the mean over seeds of each seed's
     delta_m against the fixed baseline means, which equals the delta_m of the mean metrics (it is linear
@@ -166,10 +171,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         part = runs[runs["dataset"] == dataset]
         base = _baseline(part)
         scale = REL_SCALE.get(dataset, 1.0)
-        for method in sorted(part["method"].unique(), key=_method_key):
-            g = part[part["method"] == method].sort_values("seed")
+        groups = part.groupby(["method", "protocol"], sort=False)
+        for method, protocol in sorted(groups.groups, key=lambda k: (_method_key(k[0]), k[1])):
+            g = groups.get_group((method, protocol)).sort_values("seed")
             row: dict[str, Any] = {"dataset": dataset, "method": method, "source": "reproduced",
-                                   "n_seeds": len(g), "seeds": " ".join(str(s) for s in g["seed"]),
+                                   "protocol": protocol, "n_seeds": len(g), "seeds": " ".join(str(s) for s in g["seed"]),
                                    "rel_err_scale": scale}
             for col in METRICS:
                 values = g[col] * (scale if col.endswith("rel_err") else 1.0)
@@ -190,7 +196,8 @@ def reported_rows() -> pd.DataFrame:
     rows = []
     for dataset, table in REPORTED.items():
         for method, *values in table:
-            row = {"dataset": dataset, "method": method, "source": "reported", "n_seeds": 1, "seeds": "",
+            row = {"dataset": dataset, "method": method, "source": "reported", "protocol": "", "n_seeds": 1,
+                   "seeds": "",
                    "rel_err_scale": REL_SCALE[dataset]}
             row.update({f"paper_{k}_mean": v for k, v in zip(FAMILIES["paper"], values)})
             rows.append(row)
@@ -257,7 +264,8 @@ def _family_row(r: pd.Series, family: str) -> str:
              for m in ("miou", "pix_acc", "abs_err", "rel_err", "rmse", "delta1")]
     delta = _delta_cell(r) if family == "paper" else ""
     base = _cell(r[f"baseline_{family}_abs_err"])
-    return f"| {r['method']} | {r['source']} | {name} | {_seeds_cell(r)} | " + " | ".join(cells) + \
+    source = r["source"] if r["source"] == "reported" else f"{r['source']}, protocol {r['protocol']}"
+    return f"| {r['method']} | {source} | {name} | {_seeds_cell(r)} | " + " | ".join(cells) + \
         f" | {delta} | {base} |"
 
 
@@ -303,7 +311,9 @@ INTRO = [
     "- **Rows.** `reported` rows are the original README's tables, copied unchanged: one run each, paper "
     "family. `reproduced` rows are this pipeline's runs: `xtask` (the paper), `mtl` (the same encoder, "
     "decoders and loss balancing without the TaskTransferNets), `stl_seg` and `stl_depth` (single-task "
-    "networks, as the original's `main_stl.py`); each has one row per metric family.",
+    "networks, as the original's `main_stl.py`); each has one row per metric family and names the protocol "
+    "it was trained under (`original`: as the original code trained; `corrected`: this project's corrections; "
+    "`original+<correction>`: the original with some of them; README, \"The protocol\").",
     "- **Metric families.** `paper (per-image)` uses the published tables' definitions (per-image mIoU and "
     "PixAcc, batch-weighted Abs/AbsRel); `standard (dataset-level)` uses a dataset-level confusion matrix "
     "and pixel-weighted errors, plus RMSE and δ<1.25. mIoU and PixAcc in %; AbsRel x100 for Cityscapes "

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from xtask.training.balancing import make_balancer
-from xtask.training.batches import Batch, batch_options, iterate, make_loader
+from xtask.training.batches import Batch, batch_spec, iterate, make_loader
 from xtask.common.config import DatasetConfig
-from xtask.common.prepared import PreparedSplit
+from xtask.common.methods import METHODS
+from xtask.common.prepared import DEPTH_KINDS, IMAGE_DTYPES, PreparedSplit, create_arrays
 from xtask.data.prepare import RawSplit
 from xtask.data.synthetic import generate
 from xtask.training.engine import build_model
 from xtask.training.hardware import Hardware
 from xtask.common.metrics import PaperMetrics, StandardMetrics
-from xtask.training.train import train_step
+from xtask.training.train import make_optimisation, train_step
 
 
 def random_batch(cfg: DatasetConfig, n: int, device: torch.device, seed: int = 0) -> Batch:
@@ -69,12 +69,15 @@ def _write_prepared(root: Path, cfg: DatasetConfig, n: int) -> None:
     d = root / "val"
     d.mkdir(parents=True)
     h, w = cfg.height, cfg.width
-    np.save(d / "image.npy", rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8))
-    np.save(d / "label.npy", rng.integers(0, cfg.num_classes, (n, h, w), dtype=np.uint8))
-    np.save(d / "depth.npy", rng.random((n, h, w), dtype=np.float32))
+    image, label, depth = create_arrays(d, n, h, w, IMAGE_DTYPES[cfg.format])
+    image[:] = rng.integers(0, 256, image.shape) if image.dtype == np.uint8 else rng.random(image.shape)
+    label[:] = rng.integers(0, cfg.num_classes, label.shape)
+    depth[:] = rng.random(depth.shape, dtype=np.float32)
+    for arr in (image, label, depth):
+        arr.flush()
     (d / "stems.json").write_text(json.dumps([str(i) for i in range(n)]))
     meta = {"kind": cfg.format, "num_classes": cfg.num_classes, "ignore_index": cfg.ignore_index,
-            "depth_kind": "inverse_depth" if cfg.format == "cityscapes" else "metres", "height": h, "width": w,
+            "depth_kind": DEPTH_KINDS[cfg.format], "image_dtype": IMAGE_DTYPES[cfg.format], "height": h, "width": w,
             "counts": {"train": 0, "val": n}, "train_depth_mean": 0.1}
     (root / "meta.json").write_text(json.dumps(meta))
 
@@ -90,12 +93,12 @@ def loader_rate(cfg: DatasetConfig, *, batches: int = 8) -> float:
             _write_prepared(Path(tmp), cfg, n)
             split = PreparedSplit(Path(tmp), "val")
             loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
-            kwargs = {**batch_options(cfg, split.meta["depth_kind"]),
-                      "augment_generator": torch.Generator().manual_seed(0)}
-            for _ in iterate(loader, torch.device("cpu"), **kwargs):  # warm-up: page cache
+            spec = batch_spec(cfg)
+            for _ in iterate(loader, torch.device("cpu"), spec, torch.Generator().manual_seed(0)):  # warm the cache
                 pass
             start = time.perf_counter()
-            count = sum(b.image.shape[0] for b in iterate(loader, torch.device("cpu"), **kwargs))
+            count = sum(b.image.shape[0] for b in iterate(loader, torch.device("cpu"), spec,
+                                                            torch.Generator().manual_seed(0)))
             return count / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
@@ -123,9 +126,7 @@ def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[
     torch.manual_seed(0)
     model = build_model(cfg, pretrained=False)
     run_model = hw.model(model)
-    balancer = make_balancer(cfg.balancing, model.encoder.last_conv().weight, cfg.gradnorm_alpha).to(hw.device)
-    optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
-    scaler = hw.grad_scaler()
+    balancer, optimizer, scaler = make_optimisation(cfg, METHODS["xtask"], model, hw)
     batch = random_batch(cfg, bs, hw.device)
 
     one = Batch(*(t[:1] if t is not None else None for t in batch))

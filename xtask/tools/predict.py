@@ -2,7 +2,8 @@
 
 An image is read with OpenCV (NYUv2 also takes MTAN's float ``.npy`` images), resized to the params'
 height x width by ``resize_nearest``, the readers' own resize (nearest neighbour, as the original and the
-prepare stage), and normalised by ``to_model_input``, the function evaluation uses. For each input
+prepare stage), and turned into the model's input by ``to_model_input``, as evaluation does for the params'
+protocol (ImageNet-normalised; NYUv2 under ``protocol: original`` in [0, 1]). For each input
 ``<stem>`` the outputs are (other tools rely on these names):
 
 - ``<stem>_seg.png``: the predicted classes in the dataset's colours (``colours.seg_palette``);
@@ -27,6 +28,8 @@ from xtask.common.config import DatasetConfig
 from xtask.data import nyu
 from xtask.common.prepared import DEPTH_KINDS
 from xtask.data.resize import resize_nearest
+from xtask.training.batches import normalised_input
+from xtask.training.protocol import protocol_of
 from xtask.training.transforms import to_model_input
 from xtask.common.errors import XTaskError
 from xtask.training.hardware import Hardware, resolve
@@ -83,7 +86,8 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_input(path: Path, fmt: str, height: int, width: int) -> np.ndarray:
-    """The model's uint8 (height, width, 3) RGB input for one file, as the dataset's reader prepares it."""
+    """The (height, width, 3) RGB image of one file, as the dataset's reader prepares it: uint8 from an
+    image file, float32 in [0, 1] from MTAN's NYUv2 ``.npy``."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
         if fmt != "nyu":
@@ -95,10 +99,11 @@ def read_input(path: Path, fmt: str, height: int, width: int) -> np.ndarray:
     return resize_nearest(image, height, width)
 
 
-def predict_image(run_model: torch.nn.Module, hw: Hardware, image: np.ndarray
+def predict_image(run_model: torch.nn.Module, hw: Hardware, image: np.ndarray, *, normalise: bool = True
                   ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-    """(class indices int64 (H,W), direct depth float32 (H,W)); None for a task the model lacks."""
-    x = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None].to(hw.device))
+    """(class indices int64 (H,W), direct depth float32 (H,W)); None for a task the model lacks.
+    ``normalise``: the params' input convention (``normalised_input``), as evaluation feeds it."""
+    x = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None].to(hw.device), normalise)
     with torch.no_grad(), hw.autocast():
         out = run_model(hw.input(x), with_transfer=False)
     seg = None if out.seg is None else out.seg[0].argmax(0).cpu().numpy().astype(np.int64)
@@ -143,10 +148,11 @@ def predict_files(cfg: DatasetConfig, ckpt_path: Path, inputs: Sequence[Path], o
     model, _ = trained_model(cfg, ckpt_path)
     run_model = hw.model(model).eval()
     palette, depth_kind = seg_palette(cfg.format, cfg.num_classes), DEPTH_KINDS[cfg.format]
+    normalise = normalised_input(cfg.format, protocol_of(cfg))
     written: list[Path] = []
     for f in tqdm(files, desc="predict", unit="image", file=sys.stderr, disable=None if progress else True):
         # read before anything is written: an unreadable file leaves no output of its own
         image = read_input(f, cfg.format, cfg.height, cfg.width)
-        seg, depth = predict_image(run_model, hw, image)
+        seg, depth = predict_image(run_model, hw, image, normalise=normalise)
         written += write_outputs(out_dir, f.stem, seg, depth, palette=palette, depth_kind=depth_kind, raw=raw)
     return written

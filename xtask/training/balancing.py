@@ -1,8 +1,14 @@
-"""Ways to weigh the label loss against the image loss: fixed, uncertainty weights, GradNorm."""
+"""Ways to weigh the label loss against the image loss: fixed, uncertainty weights, GradNorm (Chen et
+al. 2018, and the original code's version of it, which ``protocol: original`` trains with)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from xtask.common.errors import XTaskError
 
 
 class FixedWeights(nn.Module):
@@ -19,6 +25,13 @@ class FixedWeights(nn.Module):
 
     def after_step(self) -> None:
         pass
+
+    def start_epoch(self, epoch: int) -> None:
+        """Told the (1-based) epoch before its training steps; only the original GradNorm needs it."""
+
+    def model_optimised(self) -> list[nn.Parameter]:
+        """The parameters the model's optimiser trains along with the model (and its LR schedule)."""
+        return list(self.parameters())
 
     def sync_grads(self, world) -> None:
         """Average our own parameters' gradients over data-parallel ranks (DDP only covers the model's)."""
@@ -114,12 +127,112 @@ class GradNorm(FixedWeights):
         return {"weight_seg": w[0], "weight_depth": w[1]}
 
 
-def make_balancer(kind: str, shared: nn.Parameter, gradnorm_alpha: float = 1.5, world=None) -> FixedWeights:
-    """``world``: the data-parallel ranks GradNorm averages over (None: a single process)."""
+class OriginalGradNorm(FixedWeights):
+    """GradNorm exactly as the original's ``compute_loss_with_gradnorm`` (main_cross_cs.py and
+    main_cross_nyu.py) does it, for ``protocol: original`` (``Protocol.clean_gradnorm`` lists how it
+    departs from Chen et al. 2018):
+
+    - raw weights w = [image (depth-side), label (seg-side)], starting at 1, trained by their own Adam
+      (the run's lr, PyTorch's default betas, no LR schedule); the losses use the effective weights
+      t = 2 / (w1 + w2) * w (t = w at the very first step), and only t is renormalised;
+    - l_i = t_i * L_i * 0.5; the initial losses l0 are reset to the current l at every step of epoch 1;
+    - G_i = ||d l_i / d W|| on ``shared`` (the last ResNet block's conv2) with create_graph, targets
+      C_i = mean(G) * (r_i / mean(r)) ** 0.16 with r = l / l0, detached; L_grad = |G1 - C1| + |G2 - C2|;
+    - the model's gradient is that of l1 + l2 plus L_grad's (second-order) gradient, as its
+      ``Lgrad.backward()`` leaves it before ``optimizer.step()``; the returned (logged) loss is
+      t1 * L_image + t2 * L_label, without the 0.5.
+    """
+
+    ALPHA = 0.16
+
+    def __init__(self, shared: nn.Parameter, lr: float):
+        super().__init__()
+        self.raw = nn.Parameter(torch.ones(2))
+        self._shared = [shared]  # a list, so the encoder weight is not registered as our parameter
+        self._optimizer = torch.optim.Adam([self.raw], lr=lr)
+        self._initial = torch.ones(2)
+        self._renormalised = False
+        self._epoch = 1
+
+    def effective(self) -> torch.Tensor:
+        """t, differentiable in the raw weights (in the original's order of operations)."""
+        if not self._renormalised:
+            return self.raw
+        coef = 2 / (self.raw[0] + self.raw[1])
+        return torch.stack([coef * self.raw[0], coef * self.raw[1]])
+
+    def combine(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
+        t = self.effective()
+        return t[0] * image_loss + t[1] * label_loss
+
+    def start_epoch(self, epoch: int) -> None:
+        self._epoch = epoch
+
+    def model_optimised(self) -> list[nn.Parameter]:
+        return []  # the weights have their own Adam
+
+    def backward(self, label_loss: torch.Tensor, image_loss: torch.Tensor, scaler=None) -> torch.Tensor:
+        if scaler is not None:
+            raise ValueError("GradNorm does not support fp16 loss scaling")
+        t = self.effective()
+        l1, l2 = t[0] * image_loss * 0.5, t[1] * label_loss * 0.5
+        if self._epoch == 1:
+            self._initial = torch.stack([l1.detach(), l2.detach()])
+        l1.backward(retain_graph=True)
+        l2.backward(retain_graph=True)
+        shared = self._shared[0]
+        g1 = torch.norm(torch.autograd.grad(l1, shared, retain_graph=True, create_graph=True)[0], 2)
+        g2 = torch.norm(torch.autograd.grad(l2, shared, retain_graph=True, create_graph=True)[0], 2)
+        g_avg = (g1 + g2) / 2
+        lhat1, lhat2 = l1 / self._initial[0], l2 / self._initial[1]
+        lhat_avg = (lhat1 + lhat2) / 2
+        c1 = (g_avg * (lhat1 / lhat_avg) ** self.ALPHA).detach()
+        c2 = (g_avg * (lhat2 / lhat_avg) ** self.ALPHA).detach()
+        self._optimizer.zero_grad()
+        (F.l1_loss(g1, c1) + F.l1_loss(g2, c2)).backward()
+        self._optimizer.step()
+        return ((t[0] * image_loss).detach() + (t[1] * label_loss).detach())
+
+    def sync_grads(self, world) -> None:
+        pass  # refused under DDP (make_balancer)
+
+    def after_step(self) -> None:
+        self._renormalised = True
+
+    def weights(self) -> dict[str, float]:
+        t = self.effective().detach().tolist()
+        return {"weight_seg": t[1], "weight_depth": t[0]}
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"optimizer": self._optimizer.state_dict(), "initial": self._initial.detach().cpu(),
+                "renormalised": self._renormalised, "epoch": self._epoch}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._initial = state["initial"].to(self.raw.device)
+        self._renormalised, self._epoch = state["renormalised"], state["epoch"]
+
+    def _apply(self, fn, *args, **kwargs):
+        # moving the module (``.to(device)``) moves the raw weights; the cached losses follow them
+        out = super()._apply(fn, *args, **kwargs)
+        self._initial = fn(self._initial)
+        return out
+
+
+def make_balancer(kind: str, model, *, gradnorm_alpha: float = 1.5, lr: float = 1e-4, original: bool = False,
+                  world=None) -> FixedWeights:
+    """The balancer of ``kind`` for ``model`` (GradNorm measures its encoder); ``original``: GradNorm as
+    the original code does it (protocol original). ``world``: the data-parallel ranks (None: one process)."""
     if kind == "none":
         return FixedWeights()
     if kind == "uncertainty":
         return UncertaintyWeights()
+    if kind == "gradnorm" and original:
+        if world is not None and world.distributed:
+            raise XTaskError("gradnorm under protocol original takes second-order gradients through one process's "
+                             "graph, which DDP cannot reproduce exactly; train it in one process "
+                             "(launch.nproc_per_node: 1) or use protocol: corrected")
+        return OriginalGradNorm(model.encoder.layer4[-1].conv2.weight, lr)
     if kind == "gradnorm":
-        return GradNorm(shared, alpha=gradnorm_alpha, world=world)
+        return GradNorm(model.encoder.last_conv().weight, alpha=gradnorm_alpha, world=world)
     raise ValueError(f"balancing: expected none, uncertainty or gradnorm, got {kind!r}")

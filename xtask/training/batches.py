@@ -1,23 +1,25 @@
 """Batches from a split: whole batches read at once (memory-mapped prepared arrays), then moved to
-the device, normalised and (for training) augmented there as tensor ops."""
+the device, normalised and (for training) augmented there as tensor ops, with the loss masks the
+protocol (``xtask.training.protocol``) says."""
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from xtask.common.prepared import STORED_IGNORE
-from xtask.training.transforms import random_hflip, random_scale_crop, to_model_input
 from xtask.training.distributed import World
-
+from xtask.training.protocol import Protocol, protocol_of
+from xtask.training.transforms import Draw, draw_augmentations, hflip, to_model_input, zoom
 
 
 class Batch(NamedTuple):
-    image: torch.Tensor         # (N, 3, H, W) float, normalised
+    image: torch.Tensor         # (N, 3, H, W) float, the model's input
     seg: torch.Tensor           # (N, H, W) int64
-    depth: torch.Tensor         # (N, 1, H, W) float
-    depth_mask: torch.Tensor    # (N, 1, H, W) bool
+    depth: torch.Tensor         # (N, 1, H, W) float, 0 where not measured
+    depth_mask: torch.Tensor    # (N, 1, H, W) bool: the pixels the depth losses see
     seg_mask: Optional[torch.Tensor]  # (N, 1, H, W) bool, Cityscapes only (as the original)
     total: Optional[int] = None       # images in the global batch this is a data-parallel slice of
 
@@ -93,27 +95,95 @@ def make_loader(split, batch_size: int, *, shuffle: bool, generator: Optional[to
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
-def batch_options(cfg, depth_kind: str) -> dict:
-    """How a dataset's raw batches become Batches (the keyword arguments of ``to_batch``/``iterate``)."""
-    return {"ignore_index": cfg.ignore_index, "depth_kind": depth_kind, "with_seg_mask": cfg.format == "cityscapes"}
+@dataclass(frozen=True)
+class BatchSpec:
+    """How one dataset's stored arrays become a Batch under its protocol (``batch_spec``)."""
+    ignore_index: int
+    normalise_input: bool     # ImageNet normalisation (the original's NYUv2 input is [0, 1])
+    flip_first: bool          # Cityscapes flips before the scale-crop, NYUv2 after it (as the original)
+    quantise_depth: bool      # floor(255 d) / 255, as the original's Cityscapes Dataset hands it over
+    rescale_depth: str        # under a zoom by s: "divide" (metres), "multiply" (inverse depth) or "none"
+    seg_mask: bool            # a seg mask for the transferred-seg loss (Cityscapes; the original's NYUv2 has none)
+    depth_mask: str           # "valid" (depth > 0), "measured" (finite: the original's disparity > 0) or "all"
+    masks_after_crop: bool    # masks of the augmented targets, or (the original's) of the maps before the crop
 
 
-def to_batch(raw, device: torch.device, *, ignore_index: int, depth_kind: str, with_seg_mask: bool,
-             augment_generator: Optional[torch.Generator] = None) -> Batch:
+def normalised_input(fmt: str, protocol: Protocol) -> bool:
+    """Whether the model's input is ImageNet-normalised: always for Cityscapes; for NYUv2 the original
+    fed MTAN's [0, 1] images as they are (``Protocol.normalise_nyu_input``)."""
+    return fmt != "nyu" or protocol.normalise_nyu_input
+
+
+def batch_spec(cfg) -> BatchSpec:
+    protocol = protocol_of(cfg)
+    if cfg.format == "cityscapes":
+        return BatchSpec(cfg.ignore_index, normalise_input=True, flip_first=True,
+                         quantise_depth=not protocol.float_inverse_depth,
+                         rescale_depth="multiply" if protocol.rescale_inverse_depth else "none", seg_mask=True,
+                         depth_mask="valid" if protocol.aligned_masks else "measured",
+                         masks_after_crop=protocol.aligned_masks)
+    return BatchSpec(cfg.ignore_index, normalise_input=normalised_input(cfg.format, protocol), flip_first=False,
+                     quantise_depth=False,
+                     rescale_depth="divide", seg_mask=False,
+                     depth_mask="valid" if protocol.mask_missing_depth else "all", masks_after_crop=True)
+
+
+def loss_masks(spec: BatchSpec, seg: torch.Tensor, depth: torch.Tensor) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    """(seg mask or None, depth mask) of targets seg (N,H,W) and depth (N,1,H,W, NaN where not measured)."""
+    seg_mask = (seg != spec.ignore_index).unsqueeze(1) if spec.seg_mask else None
+    if spec.depth_mask == "valid":
+        depth_mask = depth > 0  # NaN (no measurement) compares False
+    elif spec.depth_mask == "measured":
+        depth_mask = ~depth.isnan()
+    else:
+        depth_mask = torch.ones_like(depth, dtype=torch.bool)
+    return seg_mask, depth_mask
+
+
+def _augment(spec: BatchSpec, image, seg, depth, draw: Draw):
+    """One image (batch dimension 1): flip and scale-crop in the dataset's order; returns the maps and
+    the masks (of the augmented targets, or as the original, of the maps before the crop)."""
+    if spec.flip_first and draw.flip:
+        image, seg, depth = hflip(image, seg, depth)
+    before = None if spec.masks_after_crop else loss_masks(spec, seg, depth)
+    image, seg, depth = zoom(image, seg, depth, draw)
+    if spec.rescale_depth == "divide":
+        depth = depth / draw.scale
+    elif spec.rescale_depth == "multiply":
+        depth = depth * draw.scale
+    if not spec.flip_first and draw.flip:
+        image, seg, depth = hflip(image, seg, depth)
+        before = None if before is None else tuple(m if m is None else m.flip(-1) for m in before)
+    return image, seg, depth, before if before is not None else loss_masks(spec, seg, depth)
+
+
+def to_batch(raw, device: torch.device, spec: BatchSpec, draws: Optional[Sequence[Draw]] = None) -> Batch:
+    """A Batch from one loader item; augmented with ``draws`` (one per image) when given. Depth that was
+    never measured (NaN in the prepared copy) becomes 0 once the masks are taken."""
     *tensors, draw = raw
-    image_u8, label, depth = (t.to(device, non_blocking=True) for t in tensors)
-    image = to_model_input(image_u8)
-    seg = label.long().masked_fill(label == STORED_IGNORE, ignore_index)
+    image_raw, label, depth = (t.to(device, non_blocking=True) for t in tensors)
+    image = to_model_input(image_raw, spec.normalise_input)
+    seg = label.long().masked_fill(label == STORED_IGNORE, spec.ignore_index)
     depth = depth.float().unsqueeze(1)
-    if augment_generator is not None:
-        draw = tuple(int(v) for v in draw)  # a worker's collation may hand the ints back as tensors
-        image, seg, depth = random_scale_crop(image, seg, depth, depth_kind=depth_kind, generator=augment_generator,
-                                              draw=draw)
-        image, seg, depth = random_hflip(image, seg, depth, generator=augment_generator, draw=draw)
-    seg_mask = (seg != ignore_index).unsqueeze(1) if with_seg_mask else None
-    return Batch(image, seg, depth, depth > 0, seg_mask, int(draw[1]))
+    if spec.quantise_depth:  # (d * 255).astype(uint8) / 255, as torchvision's to_pil_image + to_tensor; NaN stays
+        depth = torch.where(depth.isnan(), depth, (depth.nan_to_num() * 255).to(torch.uint8).to(torch.float32) / 255)
+    if draws is None:
+        seg_mask, depth_mask = loss_masks(spec, seg, depth)
+    else:
+        parts = [_augment(spec, image[i:i + 1], seg[i:i + 1], depth[i:i + 1], d) for i, d in enumerate(draws)]
+        image, seg, depth = (torch.cat([p[k] for p in parts]) for k in range(3))
+        seg_mask = None if not spec.seg_mask else torch.cat([p[3][0] for p in parts])
+        depth_mask = torch.cat([p[3][1] for p in parts])
+    return Batch(image, seg, torch.nan_to_num(depth, nan=0.0), depth_mask, seg_mask, int(draw[1]))
 
 
-def iterate(loader: DataLoader, device: torch.device, **kwargs) -> Iterator[Batch]:
+def iterate(loader: DataLoader, device: torch.device, spec: BatchSpec,
+            augment_generator: Optional[torch.Generator] = None) -> Iterator[Batch]:
+    """The loader's batches; augmented with draws from ``augment_generator`` when given."""
     for raw in loader:
-        yield to_batch(raw, device, **kwargs)
+        draws = None
+        if augment_generator is not None:
+            first, total = (int(v) for v in raw[-1])  # a worker's collation may hand the ints back as tensors
+            _, h, w = raw[1].shape
+            draws = draw_augmentations(total, h, w, augment_generator)[first:first + raw[1].shape[0]]
+        yield to_batch(raw, device, spec, draws)

@@ -11,6 +11,7 @@ from xtask.common.config import DatasetConfig
 from xtask.training.losses import loss_terms, task_losses
 from xtask.common.methods import DEPTH, METHODS, SEG, Method
 from xtask.training.model import XTaskNet, XTaskOutput
+from xtask.training.protocol import protocol_of
 
 
 def seed_everything(seed: int) -> None:
@@ -32,7 +33,7 @@ def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch,
     return loss_terms(out, batch.seg, batch.depth, batch.depth_mask, batch.seg_mask,
                       num_classes=cfg.num_classes, ignore_index=cfg.ignore_index,
                       label_smoothing=cfg.label_smoothing, lp=cfg.lp, tseg_loss=cfg.tseg_loss, tdep_loss=cfg.tdep_loss,
-                      seg_denominator=seg_denominator)
+                      original_kl=not protocol_of(cfg).per_pixel_kl, seg_denominator=seg_denominator)
 
 
 def combine(cfg: DatasetConfig, terms: dict[str, torch.Tensor], method: Method = METHODS["xtask"]

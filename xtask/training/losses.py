@@ -1,8 +1,8 @@
 """The four XTask loss terms and their combination into the label and image losses.
 
-Definitions follow tests/reference/fixtures/README.md (the original's numbers), except the
-``kl`` option, which is a correct per-pixel KL divergence (the original's reshapes (N, C, H, W) with
-``view(N, H*W, C)`` and so mixes classes with pixels).
+Definitions follow tests/reference/fixtures/README.md (the original's numbers). The ``kl`` option is the
+original's (which reshapes (N, C, H, W) with ``view(N, H*W, C)`` and so mixes classes with pixels) under
+``protocol: original``, and a correct per-pixel KL divergence under ``protocol: corrected``.
 """
 from __future__ import annotations
 
@@ -82,10 +82,24 @@ def transferred_seg_loss(logits: torch.Tensor, target: torch.Tensor, mask: Optio
     return per_pixel.mean()
 
 
+def original_kl_loss(logits: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor], *,
+                     num_classes: int, smoothing: float) -> torch.Tensor:
+    """The original's ``MaskedKLLoss``, defects included: (N, C, H, W) logits are reinterpreted as
+    (N, H*W, C) by ``view`` (so a "pixel" is C consecutive values of one class's map), smoothed with
+    e / (C - 2), masked, log-softmaxed over that last axis, and KL-divergence summed and divided by N."""
+    n, c, h, w = logits.shape
+    predicted = logits.contiguous().view(n, h * w, c)  # as the original's NCHW memory reads
+    target = target.reshape(n, h * w, 1)
+    mask = torch.ones_like(target, dtype=logits.dtype) if mask is None else mask.to(logits.dtype).reshape(n, h * w, 1)
+    prob = torch.full((n, h * w, c), smoothing / (num_classes - 2), dtype=logits.dtype, device=logits.device)
+    prob = prob.scatter(2, target, 1.0 - smoothing) * mask
+    return F.kl_div(F.log_softmax(predicted * mask, dim=2), prob, reduction="batchmean")
+
+
 def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.Tensor, depth_mask: torch.Tensor,
                seg_mask: Optional[torch.Tensor] = None, *, num_classes: int, ignore_index: int,
                label_smoothing: float = 0.0, lp: str = "L1", tseg_loss: str = "cross", tdep_loss: str = "L1",
-               seg_denominator: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+               original_kl: bool = False, seg_denominator: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """The four scalar loss terms.
 
     Transferred predictions are compared with the *detached* direct predictions: the transferred seg
@@ -106,7 +120,10 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
                         F.cross_entropy(seg, seg_target, ignore_index=ignore_index, reduction="sum") / seg_denominator)
     if depth is not None:
         terms["depth"] = depth_loss(depth, depth_target, depth_mask, lp)
-    if out.seg_transferred is not None:
+    if out.seg_transferred is not None and tseg_loss == "kl" and original_kl:
+        terms["seg_transferred"] = original_kl_loss(out.seg_transferred.float(), seg.detach().argmax(dim=1), seg_mask,
+                                                    num_classes=num_classes, smoothing=label_smoothing)
+    elif out.seg_transferred is not None:
         terms["seg_transferred"] = transferred_seg_loss(
             out.seg_transferred.float(), seg.detach().argmax(dim=1), seg_mask,
             num_classes=num_classes, smoothing=label_smoothing, kind=tseg_loss)

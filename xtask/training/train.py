@@ -4,6 +4,7 @@ A run's resumable state lives in a scratch folder (``xtask.training.resume``); t
 ``best.pt`` once the run finished, and nothing else, so that it is an ordinary DVC output."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
@@ -15,15 +16,16 @@ import torch
 from tqdm import tqdm
 
 from xtask.training import checkpoint
-from xtask.training.balancing import make_balancer
+from xtask.training.balancing import FixedWeights, make_balancer
 from xtask.common.prepared import PreparedSplit
-from xtask.training.batches import Batch, batch_options, iterate, make_loader
+from xtask.training.batches import Batch, BatchSpec, batch_spec, iterate, make_loader
 from xtask.common.config import DatasetConfig
 from xtask.training.distributed import World, check_batch, setup, wrap
 from xtask.training.engine import build_model, combine, compute_terms, seed_everything
 from xtask.common.methods import METHODS, Method
 from xtask.common.errors import XTaskError
 from xtask.training.hardware import Hardware, resolve
+from xtask.training.protocol import protocol_of
 from xtask.common.metrics import PaperMetrics
 from xtask.training.resume import Scratch, StopRequest, describe_change, hashed_config, restore_rng, rng_state
 
@@ -61,6 +63,20 @@ def _share(batch: Batch, world: World) -> float:
     return batch.image.shape[0] * world.size / batch.total
 
 
+ADAM_DEFAULT_BETAS = (0.9, 0.999)  # main_stl.py's Adam: PyTorch's defaults
+
+
+def make_optimisation(cfg: DatasetConfig, method: Method, model: torch.nn.Module, hw: Hardware,
+                      world: World = World()) -> tuple[FixedWeights, torch.optim.Optimizer, Optional[Any]]:
+    """(balancer, the model's Adam, fp16 loss scaler or None) for ``model``, as the protocol trains it."""
+    protocol = protocol_of(cfg)
+    balancer = make_balancer(method.balancing(cfg.balancing), model, gradnorm_alpha=cfg.gradnorm_alpha, lr=cfg.lr,
+                             original=not protocol.clean_gradnorm, world=world).to(hw.device)
+    betas = cfg.betas if method.multi_task or protocol.stl_dataset_betas else ADAM_DEFAULT_BETAS
+    optimizer = hw.optimizer([*model.parameters(), *balancer.model_optimised()], cfg.lr, betas)
+    return balancer, optimizer, hw.grad_scaler()
+
+
 def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, optimizer, scaler=None,
                world: World = World(), method: Method = XTASK):
     """One optimisation step; returns the loss terms and the balanced total (on the device)."""
@@ -81,7 +97,7 @@ def train_step(model, balancer, cfg: DatasetConfig, hw: Hardware, batch: Batch, 
     return terms, total
 
 
-def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optimizer=None, scaler=None,
+def run_epoch(model, balancer, cfg, loader, hw: Hardware, spec: BatchSpec, *, optimizer=None, scaler=None,
               generator=None, metrics: Optional[PaperMetrics] = None, desc: str = "", progress: bool = True,
               sums: Optional[torch.Tensor] = None, on_step=None, world: World = World(),
               method: Method = XTASK) -> torch.Tensor:
@@ -89,7 +105,10 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
 
     Nothing in the loop waits for the device: the sums ([terms..., total, images, first non-finite
     step]) stay there. ``on_step(step, sums)`` runs after every training step (the stop check).
+    A batch's losses weigh by its images (``image_weighted_val_loss``), or, as the original sums its
+    batches' mean losses, one per global batch; ``summarise`` divides by the images either way.
     """
+    image_weighted = protocol_of(cfg).image_weighted_val_loss
     training = optimizer is not None
     device = hw.device
     model.train(training)
@@ -98,7 +117,7 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
         sums[-1] = -1
     step = loader.sampler.skip
     with torch.set_grad_enabled(training):
-        bar = tqdm(iterate(loader, device, augment_generator=generator, **batch_kwargs), total=len(loader) - step,
+        bar = tqdm(iterate(loader, device, spec, augment_generator=generator), total=len(loader) - step,
                    desc=desc, leave=False, disable=None if progress else True, file=sys.stderr)
         for batch in bar:
             if training:
@@ -112,7 +131,8 @@ def run_epoch(model, balancer, cfg, loader, hw: Hardware, batch_kwargs, *, optim
             # remember the first step whose losses were not finite, still without a sync
             first_bad = torch.where((sums[-1] < 0) & ~torch.isfinite(values).all(),
                                     torch.full((), float(step), dtype=torch.float64, device=device), sums[-1])
-            sums = torch.cat([sums[:-2] + values * n, sums[-2:-1] + n, first_bad.view(1)])
+            weight = n if image_weighted else n / (batch.total or n)  # a rank's slice: its share of the batch
+            sums = torch.cat([sums[:-2] + values * weight, sums[-2:-1] + n, first_bad.view(1)])
             step += 1
             if on_step is not None:
                 on_step(step, sums)
@@ -147,8 +167,10 @@ def _log_epoch(live, entry: dict[str, float]) -> None:
 SAVE_EVERY_S = 300.0  # the default interval between two writes of the resumable state
 
 
-def _cpu_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
+def _cpu_copy(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot on the CPU (tensors copied; a module's extra state, plain values, deep-copied)."""
+    return {k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else copy.deepcopy(v)
+            for k, v in state_dict.items()}
 
 
 def _note_others(scratch: Scratch) -> None:
@@ -191,17 +213,14 @@ def train(cfg: DatasetConfig, seed: int, data_dir: Path, out_dir: Path, *, scrat
     run_model = hw.compiled(wrap(model, world, hw.device))
     # validation needs no gradient sync, and ranks score different numbers of batches: no DDP there
     val_model = hw.compiled(model) if world.distributed else run_model
-    balancer = make_balancer(method.balancing(cfg.balancing), model.encoder.last_conv().weight, cfg.gradnorm_alpha,
-                             world=world).to(hw.device)
-    optimizer = hw.optimizer([*model.parameters(), *balancer.parameters()], cfg.lr, cfg.betas)
-    scaler = hw.grad_scaler()
+    balancer, optimizer, scaler = make_optimisation(cfg, method, model, hw, world)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.scheduler_step_size, cfg.scheduler_gamma)
     order = torch.Generator().manual_seed(seed)
     augment = torch.Generator().manual_seed(seed + 1)
     train_loader = make_loader(train_split, cfg.batch_size, shuffle=True, generator=order, workers=cfg.workers,
                                world=world)
     val_loader = make_loader(val_split, cfg.batch_size, shuffle=False, workers=cfg.workers, world=world)
-    kwargs = batch_options(cfg, depth_kind)
+    spec = batch_spec(cfg)
     best: dict[str, Any] = {"epoch": 0, "val_loss": math.inf}
     best_model, best_balancer = _cpu_copy(model.state_dict()), _cpu_copy(balancer.state_dict())
     history: list[dict[str, float]] = []
@@ -275,7 +294,8 @@ def train(cfg: DatasetConfig, seed: int, data_dir: Path, out_dir: Path, *, scrat
                     raise XTaskError(f"stopped by signal {stop.signal} at epoch {epoch} step {step}; the state is "
                                      f"saved in {scratch.state_path}: run the same command (or dvc repro) to resume")
 
-            tr_sums = run_epoch(run_model, balancer, cfg, train_loader, hw, kwargs, optimizer=optimizer,
+            balancer.start_epoch(epoch)
+            tr_sums = run_epoch(run_model, balancer, cfg, train_loader, hw, spec, optimizer=optimizer,
                                 scaler=scaler, generator=augment, desc="train", progress=progress, sums=sums,
                                 on_step=on_step, world=world, method=method)
             sums, epoch_order = None, None
@@ -286,7 +306,7 @@ def train(cfg: DatasetConfig, seed: int, data_dir: Path, out_dir: Path, *, scrat
                                  f"{int(tr['first_nonfinite_step']) + 1}; the last good state is kept in "
                                  f"{scratch.state_path}")
             metrics = PaperMetrics(cfg.num_classes, cfg.ignore_index)
-            va = summarise(reduce_sums(run_epoch(val_model, balancer, cfg, val_loader, hw, kwargs, metrics=metrics,
+            va = summarise(reduce_sums(run_epoch(val_model, balancer, cfg, val_loader, hw, spec, metrics=metrics,
                                                  desc="val", progress=progress, world=world, method=method), world),
                            method)
             metrics.all_reduce(world.all_reduce_sum, hw.device)

@@ -1,103 +1,79 @@
-"""Batched, tensor-only augmentation that runs on whatever device the batch lives on.
+"""The model's input and the training augmentation (the original's RandomScaleCrop and flip), as tensor
+ops on whatever device the batch lives on.
 
-Random numbers are always drawn on the CPU from the caller's ``torch.Generator`` (then applied
-on the batch's device), so a run is reproducible from its seed whether it trains on CPU or GPU.
+Random numbers are drawn on the CPU from the caller's ``torch.Generator`` (``draw_augmentations``), then
+applied on the batch's device, so a run is reproducible from its seed on CPU or GPU; ``Draw`` is one
+image's draw, which the data parity check also sets by hand to the original's recorded draws.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from xtask.common.prepared import DEPTH_KINDS
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SCALES = (1.0, 1.2, 1.5)  # RandomScaleCrop's zoom factors (MTAN's, as the original)
 
 
-def to_model_input(image_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 (N,H,W,3) -> float32 (N,3,H,W), scaled to [0,1] and ImageNet-normalised."""
-    x = image_u8.to(torch.float32)
+def to_model_input(image: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    """(N,H,W,3) uint8 (0..255) or float in [0, 1] -> float32 (N,3,H,W) in [0, 1], ImageNet-normalised
+    unless ``normalise`` is False (the original's NYUv2 input)."""
+    x = image.to(torch.float32)
+    scale = 255.0 if image.dtype == torch.uint8 else 1.0
     # per-channel Python scalars: no host-to-device copy of the constants (which would sync on a GPU)
-    return torch.stack([(x[..., c] / 255.0 - m) / s for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
+    if not normalise:
+        return (x / scale if scale != 1.0 else x).permute(0, 3, 1, 2).contiguous()
+    return torch.stack([(x[..., c] / scale - m) / s for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))],
                        dim=1)
 
 
-def _draw(n: int, draw: Optional[tuple[int, int]]) -> tuple[int, int]:
-    first, total = (0, n) if draw is None else draw
-    if not (0 <= first and first + n <= total):
-        raise ValueError(f"draw {draw}: a slice of {n} samples does not fit in a batch of {total}")
-    return first, total
+@dataclass(frozen=True)
+class Draw:
+    """One image's augmentation: mirror it or not, and the window of ``int(H / scale)`` x ``int(W / scale)``
+    pixels at row ``top``, column ``left`` that is zoomed back to H x W."""
+    flip: bool
+    scale: float
+    top: int
+    left: int
 
 
-def random_scale_crop(
-    image: torch.Tensor,
-    label: torch.Tensor,
-    depth: torch.Tensor,
-    *,
-    scales: Sequence[float] = (1.0, 1.2, 1.5),
-    depth_kind: str,
-    generator: torch.Generator,
-    draw: Optional[tuple[int, int]] = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per sample: zoom in by a scale s drawn from ``scales`` (crop an (H/s, W/s) window, resize back).
-
-    image float (N,3,H,W) is resized bilinearly (align_corners=True); label int64 (N,H,W) and
-    depth float (N,1,H,W) with nearest neighbour, so no invented classes or depths between surfaces.
-
-    Zooming in by s makes the scene look s times nearer, so depth is rescaled:
-    ``depth_kind="metres"`` divides by s (MTAN's convention), ``"inverse_depth"`` multiplies by s,
-    which is the same geometric change expressed in inverse depth. Invalid depth (0) stays 0.
-
-    ``draw=(first, total)``: the batch is samples ``first..first+N`` of a global batch of ``total``
-    (one data-parallel rank's slice): the numbers are drawn for all ``total`` and this slice's used,
-    so the ranks together augment exactly as one process would.
-    """
-    if depth_kind not in DEPTH_KINDS.values():
-        raise ValueError(f"depth_kind must be one of {list(DEPTH_KINDS.values())}, got {depth_kind!r}")
-    n, _, h, w = image.shape
-    first, total = _draw(n, draw)
-    which = torch.randint(len(scales), (total,), generator=generator).tolist()[first:first + n]
-    offsets = torch.rand(total, 2, generator=generator, dtype=torch.float64).tolist()[first:first + n]
-    images, labels, depths = [], [], []
-    for i in range(n):
+def draw_augmentations(total: int, height: int, width: int, generator: torch.Generator,
+                       scales: Sequence[float] = SCALES) -> list[Draw]:
+    """The draws of a whole (global) batch of ``total`` images; a data-parallel rank takes its slice, so
+    the ranks together augment exactly as one process would. Uniform over the scales, the window
+    positions (top in 0..H - int(H / s)) and the flip, as the original's."""
+    which = torch.randint(len(scales), (total,), generator=generator).tolist()
+    offsets = torch.rand(total, 2, generator=generator, dtype=torch.float64).tolist()
+    flips = (torch.rand(total, generator=generator) < 0.5).tolist()
+    draws = []
+    for i in range(total):
         s = float(scales[which[i]])
-        ch, cw = int(h / s), int(w / s)
-        top = min(int(offsets[i][0] * (h - ch + 1)), h - ch)
-        left = min(int(offsets[i][1] * (w - cw + 1)), w - cw)
-        img = image[i : i + 1, :, top : top + ch, left : left + cw]
-        lab = label[i : i + 1, None, top : top + ch, left : left + cw]
-        dep = depth[i : i + 1, :, top : top + ch, left : left + cw]
-        if (ch, cw) != (h, w):  # skip resampling at scale 1 so it is an exact identity
-            img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=True)
-            # Labels go through float for interpolate; class ids are small ints, so exact.
-            lab = F.interpolate(lab.to(torch.float32), size=(h, w), mode="nearest").to(label.dtype)
-            dep = F.interpolate(dep, size=(h, w), mode="nearest")
-        dep = dep / s if depth_kind == "metres" else dep * s
-        images.append(img)
-        labels.append(lab[:, 0])
-        depths.append(dep)
-    return torch.cat(images), torch.cat(labels), torch.cat(depths)
+        ch, cw = int(height / s), int(width / s)
+        draws.append(Draw(bool(flips[i]), s, min(int(offsets[i][0] * (height - ch + 1)), height - ch),
+                          min(int(offsets[i][1] * (width - cw + 1)), width - cw)))
+    return draws
 
 
-def random_hflip(
-    image: torch.Tensor, label: torch.Tensor, depth: torch.Tensor, *, generator: torch.Generator,
-    draw: Optional[tuple[int, int]] = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mirror each sample left-right with probability 0.5 (image (N,C,H,W), label (N,H,W), depth (N,1,H,W)).
+def zoom(image: torch.Tensor, seg: torch.Tensor, depth: torch.Tensor, draw: Draw
+         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's scale-crop: image (1,3,H,W) bilinear with align_corners (as the original), seg (1,H,W)
+    and depth (1,1,H,W) nearest, so no invented classes or depths between surfaces. Depth values are
+    not rescaled here (the protocol decides: ``xtask.training.batches``)."""
+    _, _, h, w = image.shape
+    ch, cw = int(h / draw.scale), int(w / draw.scale)
+    window = (slice(None), slice(None), slice(draw.top, draw.top + ch), slice(draw.left, draw.left + cw))
+    image, seg, depth = image[window], seg[:, None][window], depth[window]
+    if (ch, cw) != (h, w):  # scale 1 stays an exact identity
+        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=True)
+        # labels go through float for interpolate; class ids are small integers, so exactly
+        seg = F.interpolate(seg.to(torch.float32), size=(h, w), mode="nearest").to(seg.dtype)
+        depth = F.interpolate(depth, size=(h, w), mode="nearest")
+    return image, seg[:, 0], depth
 
-    ``draw`` as in ``random_scale_crop``."""
-    first, total = _draw(image.shape[0], draw)
-    flip = (torch.rand(total, generator=generator) < 0.5)[first:first + image.shape[0]]
-    # the decision is on the host already: flip just those samples, by index (no device sync either)
-    chosen = torch.nonzero(flip).flatten().tolist()
-    if not chosen:
-        return image, label, depth
-    idx = torch.tensor(chosen)
-    if image.is_cuda:  # pinned + non-blocking: a pageable copy would wait for the GPU's queue
-        idx = idx.pin_memory().to(image.device, non_blocking=True)
-    image, label, depth = image.clone(), label.clone(), depth.clone()
-    for t in (image, label, depth):
-        t[idx] = t[idx].flip(-1)
-    return image, label, depth
+
+def hflip(*maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mirror every map left-right (the last dimension is the width)."""
+    return tuple(m.flip(-1) for m in maps)

@@ -19,10 +19,13 @@ def upsample2x() -> nn.Upsample:
 
 
 def init_xavier(module: nn.Module) -> None:
-    """The original initialisation of the decoders and TTNets: Xavier-normal convs, unit BN."""
+    """The original initialisation of the decoders and TTNets: Xavier-normal conv weights, zero conv
+    biases, unit BN."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
