@@ -1,0 +1,110 @@
+"""Run the synthetic default under variants and keep every metric each run produced.
+
+    python benchmarks/runs.py [--out benchmarks/runs] [VARIANT ...]
+
+Each variant runs `dvc repro report` (generate, prepare, train, evaluate, report: the default params
+with the variant's changes) in a temporary copy of the repository and stores all metrics JSON it wrote
+(metrics/ and dvclive/, with `seed<k>` in paths written as `seedK`) in `<out>/<variant>.json`. A variant
+whose file exists is skipped, so an interrupted series resumes. Without VARIANT, all of VARIANTS run.
+
+The variants (the figures of benchmarks/README.md and benchmarks/protocol.md come from them):
+- `original-s<k>`: the default (protocol original, fp32, 2 CPU threads), seed k: the seed spread;
+- `corrected-s<k>`: protocol corrected: what the corrections change;
+- `bf16-s<k>`: bf16 autocast: what the precision changes;
+- `kernels-*`: seed 0 with other CPU kernels (other instruction sets, one thread): stand-ins for
+  another CPU kind, each a different summation order of the same computation.
+`python benchmarks/analyse_runs.py` turns the files into the tables and the CI tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = range(5)
+VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes with `seeds`, environment)
+    **{f"original-s{k}": ({"seeds": [k]}, {}) for k in SEEDS},
+    **{f"corrected-s{k}": ({"seeds": [k], "protocol": "corrected"}, {}) for k in range(3)},
+    **{f"bf16-s{k}": ({"seeds": [k], "amp": "bf16"}, {}) for k in range(3)},
+    "kernels-avx2": ({"seeds": [0]}, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "kernels-nosimd": ({"seeds": [0]}, {"ATEN_CPU_CAPABILITY": "default"}),
+    "kernels-sse41": ({"seeds": [0]}, {"ONEDNN_MAX_CPU_ISA": "SSE41"}),
+    "kernels-1thread": ({"seeds": [0]}, {"OMP_NUM_THREADS": "1"}),
+}
+COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
+
+
+def _copy(dst: Path, changes: dict) -> None:
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "seed*", "results.*",
+                                                                             "summary.json", "inference.json"))
+        else:
+            shutil.copy(src, dst / name)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["seeds"] = changes.get("seeds", params["seeds"])
+    params["synthetic"].update({k: v for k, v in changes.items() if k != "seeds"})
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _metrics(repo: Path) -> dict:
+    out = {}
+    for root in ("metrics", "dvclive"):
+        for path in sorted((repo / root).rglob("*.json")):
+            name = re.sub(r"seed\d+", "seedK", path.relative_to(repo).as_posix())
+            if not name.endswith("inference.json"):
+                out[name] = json.loads(path.read_text())
+    return out
+
+
+def run(name: str, out_dir: Path) -> None:
+    target = out_dir / f"{name}.json"
+    if target.exists():
+        print(f"{name}: {target} exists, skipped", flush=True)
+        return
+    changes, env_changes = VARIANTS[name]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **env_changes,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
+    with tempfile.TemporaryDirectory(prefix=f"xtask-{name}-") as tmp:
+        repo = Path(tmp)
+        _copy(repo, changes)
+        git = ["git", "-c", "user.name=runs", "-c", "user.email=runs@example.com"]
+        for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
+                    git + ["commit", "-qm", name]):
+            subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+        start = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "dvc", "repro", "report"], cwd=repo, env=env, capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"{name}: dvc repro failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+        result = {"variant": name, "changes": changes, "environment": env_changes,
+                  "seconds": round(time.monotonic() - start, 1), "metrics": _metrics(repo)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{name}: {result['seconds']} s -> {target}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("variants", nargs="*", help=f"default: all ({', '.join(VARIANTS)})")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runs")
+    args = parser.parse_args()
+    for name in args.variants or VARIANTS:
+        if name not in VARIANTS:
+            raise SystemExit(f"error: unknown variant {name!r} (known: {', '.join(VARIANTS)})")
+        run(name, args.out)
+
+
+if __name__ == "__main__":
+    main()
