@@ -2,11 +2,11 @@
 PY := .venv/bin/python
 IMAGE ?= xtask:latest
 BASE ?= main
-# CPU threads for the committed synthetic metrics: CPU kernels split their reductions by thread, so the
-# numbers are exact for one thread count only; 2 is what CI's machine has and what produced them.
+# CPU threads for the checks: CPU kernels split their sums by thread, so a run repeats itself bitwise for
+# one thread count; 2 is what CI's machine has and what produced the committed metrics.
 CHECK_THREADS ?= 2
 
-.PHONY: setup repro test test-all metrics-diff check-metrics docker-build docker-repro
+.PHONY: setup repro test test-all metrics-diff check-determinism check-metrics docker-build docker-repro
 
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
@@ -30,8 +30,13 @@ test-all: setup
 metrics-diff: repro
 	$(PY) -m pipeline.metrics_diff --base $(BASE)
 
-# Reproduce with CHECK_THREADS CPU threads, then fail if the metrics differ from the committed ones
-# (.ci/run; README "CI and metrics diffs"). Also the way to produce the metrics files to commit.
+# CI's first check (.ci/run): a short run of the pipeline, twice, must write identical outputs here.
+check-determinism: setup
+	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.check_determinism
+
+# CI's second check: reproduce with CHECK_THREADS CPU threads, then every committed number must come back
+# within its measured tolerance (benchmarks/tolerance.json; README "CI"). Also the way to produce the
+# metrics files to commit.
 check-metrics: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 	$(PY) -m pipeline.check_metrics

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from xtask.common.errors import XTaskError
-from xtask.tools.metrics_check import MISSING, committed_metrics, compare, flatten, same_value, workspace_metrics
+from xtask.tools.metrics_check import MISSING, committed_metrics, compare, flatten, load_tolerances, same_value, workspace_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 M = {"dataset": "synthetic", "seed": 0, "paper": {"miou": 55.29, "abs_err": 0.01689}, "per_class": [1.0, 0.0]}
@@ -22,29 +22,42 @@ def test_flatten_names_every_leaf():
     assert flatten({"a": {}, "b": []}) == {"a": {}, "b": []}
 
 
-def test_numbers_compare_within_the_relative_tolerance_and_the_rest_exactly():
-    assert same_value(55.29, 55.29 * (1 + 5e-4)) and not same_value(55.29, 55.29 * (1 + 2e-3))
-    assert same_value(55.29, 55.29 * (1 + 2e-3), rtol=1e-2)
-    assert same_value(0.0, 1e-17) and not same_value(0.0, 1e-6)
-    assert same_value(float("nan"), float("nan")) and not same_value(float("nan"), 1.0)
+def test_numbers_compare_within_their_tolerance_and_the_rest_exactly():
+    assert same_value(55.29, 55.6, tolerance=0.5) and not same_value(55.29, 55.9, tolerance=0.5)
+    assert same_value(55.29, 55.29) and not same_value(55.29, 55.29 + 1e-12)  # no tolerance: equal
+    assert same_value(float("nan"), float("nan")) and not same_value(float("nan"), 1.0, tolerance=9)
     assert same_value(12, 12.0) and not same_value(True, 1) and not same_value("off", "bf16")
 
 
+TOL = {"a.json": {"paper.miou": 0.5, "paper.abs_err": 0.001}}
+
+
 def test_equal_metrics_have_no_difference():
-    assert compare({"a.json": M}, {"a.json": json.loads(json.dumps(M))}) == []
+    assert compare({"a.json": M}, {"a.json": json.loads(json.dumps(M))}, TOL) == []
 
 
-def test_a_moved_number_is_a_difference_with_both_values():
+def test_a_number_beyond_its_tolerance_is_a_difference_with_both_values():
     moved = json.loads(json.dumps(M))
-    moved["paper"]["miou"] = 56.0
-    (d,) = compare({"a.json": M}, {"a.json": moved})
-    assert (d.file, d.key, d.committed, d.reproduced) == ("a.json", "paper.miou", 55.29, 56.0)
-    assert d.line() == "a.json: paper.miou: committed 55.29, reproduced 56.0"
+    moved["paper"]["miou"] = 55.6  # within 0.5: not a difference
+    moved["paper"]["abs_err"] = 0.0200
+    moved["per_class"][1] = 1e-9   # no measured tolerance: must be equal
+    diffs = compare({"a.json": M}, {"a.json": moved}, TOL)
+    assert [(d.key, d.committed, d.reproduced, d.tolerance) for d in diffs] == [
+        ("paper.abs_err", 0.01689, 0.02, 0.001), ("per_class.1", 0.0, 1e-9, None)]
+    assert diffs[0].line() == "a.json: paper.abs_err: committed 0.01689, reproduced 0.02 (|difference| 0.00311; " \
+        "tolerance 0.001)"
+    assert diffs[1].line().endswith("(|difference| 1e-09; no measured tolerance: must be equal)")
+
+
+def test_a_seed_files_tolerance_is_found_under_seedK():
+    tol = {"metrics/s/x/seedK.json": {"paper.miou": 0.5}}
+    moved = {**M, "paper": {**M["paper"], "miou": 55.6}}
+    assert compare({"metrics/s/x/seed3.json": M}, {"metrics/s/x/seed3.json": moved}, tol) == []
 
 
 def test_files_and_keys_on_one_side_only_are_differences():
     extra = {**M, "new_metric": 1.0}
-    diffs = compare({"a.json": M, "gone.json": M}, {"a.json": extra, "new.json": M})
+    diffs = compare({"a.json": M, "gone.json": M}, {"a.json": extra, "new.json": M}, TOL)
     assert [(d.file, d.key, d.committed, d.reproduced) for d in diffs] == [
         ("a.json", "new_metric", MISSING, 1.0), ("gone.json", "", "present", MISSING),
         ("new.json", "", MISSING, "present")]
@@ -52,10 +65,13 @@ def test_files_and_keys_on_one_side_only_are_differences():
 
 @pytest.fixture
 def repo(tmp_path):
-    (tmp_path / "metrics/synthetic").mkdir(parents=True)
-    (tmp_path / "metrics/synthetic/seed0.json").write_text(json.dumps(M))
+    (tmp_path / "metrics/synthetic/xtask").mkdir(parents=True)
+    (tmp_path / "metrics/synthetic/xtask/seed0.json").write_text(json.dumps(M))
     (tmp_path / "metrics/synthetic/README.md").write_text("not a metric")
-    (tmp_path / "metrics/synthetic/inference.json").write_text(json.dumps({"images_per_s": 10.0}))
+    (tmp_path / "metrics/synthetic/xtask/inference.json").write_text(json.dumps({"images_per_s": 10.0}))
+    (tmp_path / "metrics/summary.json").write_text(json.dumps({"derived": 1.0}))
+    (tmp_path / "tolerance.json").write_text(json.dumps({"files": {
+        "metrics/synthetic/xtask/seedK.json": {"paper.miou": 0.5, "paper.abs_err": 0.001}}}))
     for cmd in (["git", "init", "-q"], GIT + ["add", "-A"], GIT + ["commit", "-qm", "m"]):
         subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
     return tmp_path
@@ -63,32 +79,42 @@ def repo(tmp_path):
 
 def _check(repo, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline.check_metrics", "--root", "metrics", *args], cwd=repo,
+    return subprocess.run([sys.executable, "-m", "pipeline.check_metrics", "--root", "metrics", "--tolerances",
+                           "tolerance.json", *args], cwd=repo,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_committed_and_workspace_metrics_are_read_from_git_and_disk(repo):
-    assert committed_metrics(repo, ["metrics"]) == {"metrics/synthetic/seed0.json": M}
-    assert workspace_metrics(repo, ["metrics"]) == {"metrics/synthetic/seed0.json": M}
+    # the train and evaluate stages' files only: timings and the report's derived summary are not compared
+    assert committed_metrics(repo, ["metrics"]) == {"metrics/synthetic/xtask/seed0.json": M}
+    assert workspace_metrics(repo, ["metrics"]) == {"metrics/synthetic/xtask/seed0.json": M}
     with pytest.raises(XTaskError, match="nosuchrev"):
         committed_metrics(repo, ["metrics"], rev="nosuchrev")
 
 
-def test_check_metrics_passes_when_reproduced_and_fails_with_one_line_per_difference(repo):
+def test_check_metrics_passes_within_tolerance_and_fails_with_one_line_per_difference(repo):
+    seed0 = repo / "metrics/synthetic/xtask/seed0.json"
+    seed0.write_text(json.dumps({**M, "paper": {"miou": 55.5, "abs_err": 0.01689}}))  # 0.21 < 0.5
     r = _check(repo)
-    assert r.returncode == 0 and "reproduce HEAD's within a relative 0.001" in r.stdout, r.stderr
-    moved = {**M, "seed": 1, "paper": {"miou": 50.0, "abs_err": 0.01689}}
-    (repo / "metrics/synthetic/seed0.json").write_text(json.dumps(moved))
-    (repo / "metrics/synthetic/seed1.json").write_text(json.dumps(M))
-    # timings are measured, not reproduced: inference.json is never compared
-    (repo / "metrics/synthetic/inference.json").write_text(json.dumps({"images_per_s": 99.0}))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == ("metrics: 1 files, 5 numbers reproduce HEAD's within their tolerances; 4 bitwise "
+                                "equal, the closest at 0.42 of its tolerance (metrics/synthetic/xtask/seed0.json: "
+                                "paper.miou)")
+    seed0.write_text(json.dumps({**M, "seed": 1, "paper": {"miou": 50.0, "abs_err": 0.01689}}))
+    (repo / "metrics/synthetic/xtask/seed1.json").write_text(json.dumps(M))
+    # timings are measured, not reproduced, and the summary is derived: neither is compared
+    (repo / "metrics/synthetic/xtask/inference.json").write_text(json.dumps({"images_per_s": 99.0}))
+    (repo / "metrics/summary.json").write_text(json.dumps({"derived": 2.0}))
     r = _check(repo)
     assert r.returncode == 1
-    assert r.stdout.splitlines() == ["metrics/synthetic/seed0.json: paper.miou: committed 55.29, reproduced 50.0",
-                                     "metrics/synthetic/seed0.json: seed: committed 0, reproduced 1",
-                                     "metrics/synthetic/seed1.json: committed '(missing)', reproduced 'present'"]
-    assert r.stderr.startswith("error: 3 metrics differ from HEAD's beyond a relative 0.001")
-    assert _check(repo, "--rtol", "0.2").returncode == 1  # the seed and the extra file still differ
+    assert r.stdout.splitlines() == [
+        "metrics/synthetic/xtask/seed0.json: paper.miou: committed 55.29, reproduced 50.0 (|difference| 5.29; "
+        "tolerance 0.5)",
+        "metrics/synthetic/xtask/seed0.json: seed: committed 0, reproduced 1 (|difference| 1; no measured "
+        "tolerance: must be equal)",
+        "metrics/synthetic/xtask/seed1.json: committed '(missing)', reproduced 'present'"]
+    assert r.stderr.startswith("error: 3 metrics differ from HEAD's beyond their tolerances (tolerance.json)")
+    assert _check(repo, "--tolerances", "missing.json").stderr.startswith("error: missing.json: missing or not")
 
 
 def test_the_committed_metrics_files_parse():
@@ -116,12 +142,25 @@ def test_the_workflow_reruns_the_pipeline_and_posts_the_diff_on_pull_requests():
     assert wf["jobs"]["metrics"]["env"]["OMP_NUM_THREADS"] == "2"  # as the committed metrics were made
 
 
-def test_ci_runs_the_tests_then_the_metrics_check():
+def test_ci_runs_the_tests_then_both_checks():
     lines = [ln for ln in (ROOT / ".ci/run").read_text().splitlines() if ln and not ln.startswith("#")]
-    assert lines[-2:] == ["make test", "make check-metrics"]
+    assert lines[-3:] == ["make test", "make check-determinism", "make check-metrics"]
+    make = (ROOT / "Makefile").read_text()
+    recipe = make.split("\ncheck-determinism:")[1].split("\n\n")[0]
+    assert "OMP_NUM_THREADS=$(CHECK_THREADS)" in recipe and "-m pipeline.check_determinism" in recipe
     make = (ROOT / "Makefile").read_text()
     recipe = make.split("\ncheck-metrics:")[1].split("\n\n")[0]
     assert "OMP_NUM_THREADS=$(CHECK_THREADS)" in recipe and "dvc repro" in recipe
     assert recipe.rstrip().endswith("$(PY) -m pipeline.check_metrics")
     assert "\nCHECK_THREADS ?= 2\n" in make
     assert "metrics-diff: repro\n\t$(PY) -m pipeline.metrics_diff --base $(BASE)" in make
+
+
+def test_the_shipped_tolerances_cover_every_committed_number():
+    tolerances = load_tolerances(ROOT / "benchmarks/tolerance.json")
+    from xtask.tools.metrics_check import tolerance_name
+    for file, data in committed_metrics(ROOT).items():
+        measured = tolerances[tolerance_name(file)]
+        numbers = [k for k, v in flatten(data).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        assert set(numbers) - set(measured) <= {"seed"}, file  # the seed names the run
+        assert all(measured[k] >= 0 for k in measured)

@@ -1,0 +1,102 @@
+"""Does the pipeline repeat itself bitwise on this machine? A short run of the synthetic default (fewer
+images and epochs, the same code path: generate, prepare, train, evaluate, report), twice, each in a
+fresh copy of the repository, with the same thread count; then every output is compared byte for byte
+(checkpoints tensor by tensor).
+
+This is the first of CI's two checks (README, "CI"): it holds on any machine, whatever its CPU, and
+catches nondeterminism (an unseeded generator, a race, an order that depends on the file system). The
+second, the committed metrics within a measured tolerance, is ``xtask.tools.metrics_check``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+import yaml
+
+from xtask.common.errors import XTaskError
+
+COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
+# The short run: 2 epochs on 16 + 8 generated images (under a minute per run on 2 cores).
+SHORT = {"generate": {"seed": 0, "n_train": 16, "n_val": 8, "height": 128, "width": 256}, "epochs": 2}
+OUTPUTS = ("data/prepared", "models", "metrics", "dvclive")
+
+
+def prepare_copy(root: Path, dst: Path) -> None:
+    """The repository's code and params in ``dst``, a git repository with DVC, on the short run's params."""
+    for name in COPIED:
+        src = root / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "seed*", "results.*",
+                                                                             "summary.json", "inference.json"))
+        else:
+            shutil.copy(src, dst / name)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params.update(run=["synthetic"], methods=["xtask"], seeds=[0])
+    params["synthetic"].update(SHORT)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=determinism", "-c", "user.email=determinism@example.com"]
+    for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
+                git + ["commit", "-qm", "short run"]):
+        _run(cmd, dst)
+
+
+def _run(cmd: list[str], cwd: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["failed"]
+        raise XTaskError(f"{' '.join(cmd[-3:])} in {cwd}: {last[0]}")
+
+
+def _files(repo: Path) -> dict[str, Path]:
+    return {p.relative_to(repo).as_posix(): p for out in OUTPUTS for p in sorted((repo / out).rglob("*"))
+            if p.is_file() and not p.name.endswith(("inference.json", ".lock"))}
+
+
+def _same_checkpoint(a: Path, b: Path) -> bool:
+    x, y = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+
+    def equal(u, v) -> bool:
+        if torch.is_tensor(u) or torch.is_tensor(v):
+            return torch.is_tensor(u) and torch.is_tensor(v) and u.dtype == v.dtype and torch.equal(u, v)
+        if isinstance(u, dict) and isinstance(v, dict):
+            return u.keys() == v.keys() and all(equal(u[k], v[k]) for k in u)
+        if isinstance(u, (list, tuple)) and isinstance(v, (list, tuple)):
+            return len(u) == len(v) and all(equal(s, t) for s, t in zip(u, v))
+        return u == v
+    return equal(x, y)
+
+
+def compare(first: Path, second: Path) -> Iterator[tuple[str, Optional[str]]]:
+    """(file, None if identical else what differs) for every output of the two runs."""
+    a, b = _files(first), _files(second)
+    for name in sorted(a.keys() | b.keys()):
+        if name not in a or name not in b:
+            yield name, f"only in the {'first' if name in a else 'second'} run"
+        elif name.endswith(".pt"):
+            yield name, None if _same_checkpoint(a[name], b[name]) else "tensors differ"
+        else:
+            yield name, None if a[name].read_bytes() == b[name].read_bytes() else "bytes differ"
+
+
+def check(root: Path, report: Callable[[str], None] = print) -> int:
+    """Run the short pipeline twice and compare; returns the number of differing files."""
+    with tempfile.TemporaryDirectory(prefix="xtask-determinism-") as tmp:
+        runs = [Path(tmp) / "first", Path(tmp) / "second"]
+        for repo in runs:
+            repo.mkdir()
+            prepare_copy(root, repo)
+            _run([sys.executable, "-m", "dvc", "repro", "report"], repo)
+        results = list(compare(*runs))
+    if not results:
+        raise XTaskError("the short run wrote no outputs to compare")
+    for name, difference in results:
+        report(f"{'same    ' if difference is None else 'DIFFERS '} {name}" + (f": {difference}" if difference else ""))
+    return sum(difference is not None for _, difference in results)
