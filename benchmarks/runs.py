@@ -7,7 +7,7 @@ with the variant's changes) in a temporary copy of the repository and stores all
 (metrics/ and dvclive/, with `seed<k>` in paths written as `seedK`) in `<out>/<variant>.json`. A variant
 whose file exists is skipped, so an interrupted series resumes. Without VARIANT, all of VARIANTS run.
 
-The variants (the figures of benchmarks/README.md and benchmarks/protocol.md come from them):
+The variants (the figures of benchmarks/README.md and benchmarks/runs.md come from them):
 - `original-s<k>`: the default (protocol original, fp32, 2 CPU threads), seed k: the seed spread;
 - `corrected-s<k>`: protocol corrected: what the corrections change;
 - `bf16-s<k>`: bf16 autocast: what the precision changes;
