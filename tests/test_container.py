@@ -1,6 +1,6 @@
 """The image and the container route, checked without a Docker engine: hadolint on the Dockerfile,
 the image's default command (docker/xtask-repro, run here with a stub dvc), what .dockerignore keeps out
-of the build context and compose.yaml's GPU, IPC, user and mounts."""
+of the build context, compose.yaml's GPU, IPC, user and mounts, and the .env.example it is set up from."""
 import json
 import os
 import re
@@ -243,7 +243,7 @@ def test_the_matcher_follows_dockers_rules():
 @pytest.mark.parametrize("path", [
     ".git/HEAD", ".venv/bin/python", "data/cityscapes/leftImg8bit/train/a.png", "data/prepared/synthetic/x.npy",
     "data/synthetic/gtFine/a.png", "models/synthetic/xtask/seed0/best.pt", ".dvc/cache/files/md5/ab/cdef",
-    ".dvc/tmp/lock", ".dvc/config.local", "dvclive/synthetic/xtask/seed0/metrics.json",
+    ".dvc/tmp/lock", ".dvc/config.local", "dvclive/synthetic/xtask/seed0/metrics.json", ".env",
     "xtask/__pycache__/train.cpython-311.pyc", ".pytest_cache/v/cache/lastfailed",
 ])
 def test_dockerignore_keeps_data_outputs_and_caches_out(path):
@@ -252,7 +252,7 @@ def test_dockerignore_keeps_data_outputs_and_caches_out(path):
 
 @pytest.mark.parametrize("path", [
     "requirements.txt", "xtask/training/train.py", "xtask/data/synthetic.py", "pipeline/train.py", "dvc.yaml",
-    "params.yaml", ".dvc/config", "metrics/synthetic/README.md", "docker/xtask-repro",
+    "params.yaml", ".dvc/config", "metrics/synthetic/README.md", "docker/xtask-repro", ".env.example",
 ])
 def test_dockerignore_keeps_the_code_and_its_pins(path):
     assert not excluded(path, _dockerignore_patterns()), f"{path} would be left out of the image"
@@ -278,6 +278,7 @@ def test_compose_services_pass_all_gpus_share_ipc_and_run_as_the_caller(services
     assert s["ipc"] == "host" and s["init"] is True
     uid, gid = s["user"].split("}:${")
     assert uid.startswith("${XTASK_UID:?") and gid.startswith("XTASK_GID:?")  # no default: never root by accident
+    assert all("cp .env.example .env" in part for part in (uid, gid))
     assert s["working_dir"] == "/workspace" and s["environment"]["HOME"] == "/tmp"
     assert s["image"].endswith("xtask:latest}") and s["build"] == "."
 
@@ -304,3 +305,74 @@ def test_compose_keeps_dvcs_site_cache_in_the_mounted_repository(services, name)
     site = services[name]["environment"].get("DVC_SITE_CACHE_DIR") or \
         _env((ROOT / "Dockerfile").read_text())["DVC_SITE_CACHE_DIR"]
     assert ".:/workspace" in services[name]["volumes"] and site.startswith("/workspace/")
+
+
+# --- .env.example: what compose reads, and the documented way to make .env from it
+
+COMPOSE_VAR = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def _compose_variables() -> set[str]:
+    text = (ROOT / "compose.yaml").read_text()
+    code = "\n".join(ln.split(" #")[0] for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+    names = {m.group(1) for m in COMPOSE_VAR.finditer(code)}
+    for s in yaml.safe_load(text)["services"].values():  # passed through: `NAME:` with no value
+        names |= {k for k, v in s["environment"].items() if v is None}
+    return names
+
+
+def _dotenv(text: str, commented: bool = False) -> dict[str, str]:
+    rx = re.compile(r"^(#\s*)?([A-Z_][A-Z0-9_]*)=(.*)$")
+    out = {}
+    for ln in text.splitlines():
+        m = rx.match(ln.strip())
+        if m and (commented or not m.group(1)):
+            out[m.group(2)] = m.group(3)
+    return out
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """compose's ${NAME}, ${NAME:-default} and ${NAME:?error}: enough to check the file's own uses."""
+    def sub(m):
+        name, op, arg = m.groups()
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        return arg if op == "-" else ""
+    return COMPOSE_VAR.sub(sub, text)
+
+
+def test_env_example_lists_every_variable_compose_reads():
+    listed = _dotenv((ROOT / ".env.example").read_text(), commented=True)
+    missing = _compose_variables() - set(listed)
+    assert not missing, f".env.example does not describe {sorted(missing)}"
+    assert {"XTASK_UID", "XTASK_GID", "XTASK_IMAGE", "XTASK_DATA", "XTASK_DVC_CACHE", "TORCH_HOME"} <= set(listed)
+
+
+def test_env_example_leaves_the_ids_empty_so_an_unedited_copy_is_refused():
+    active = _dotenv((ROOT / ".env.example").read_text())
+    assert active == {"XTASK_UID": "", "XTASK_GID": ""}  # the optional ones stay commented out
+    with pytest.raises(ValueError, match=r"XTASK_UID .*cp \.env\.example \.env"):
+        interpolate((ROOT / "compose.yaml").read_text(), active)
+
+
+def test_env_is_git_ignored_and_env_example_is_not():
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=ROOT).returncode
+    example = subprocess.run(["git", "check-ignore", "-q", ".env.example"], cwd=ROOT).returncode
+    assert (ignored, example) == (0, 1)
+
+
+def test_the_documented_one_liner_makes_an_env_that_compose_accepts_without_exported_variables(tmp_path):
+    example = (ROOT / ".env.example").read_text()
+    line = next(ln for ln in example.splitlines() if "cp .env.example .env &&" in ln)
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env.example")
+    env = {"PATH": os.environ["PATH"]}
+    r = subprocess.run(["bash", "-c", line.lstrip("# ")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    dotenv = _dotenv((tmp_path / ".env").read_text())
+    assert dotenv == {"XTASK_UID": str(os.getuid()), "XTASK_GID": str(os.getgid())}
+    resolved = yaml.safe_load(interpolate((ROOT / "compose.yaml").read_text(), dotenv))
+    for s in resolved["services"].values():
+        assert s["user"] == f"{os.getuid()}:{os.getgid()}" and s["image"] == "xtask:latest"
+        assert "./data:/workspace/data" in s["volumes"]
