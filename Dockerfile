@@ -1,4 +1,6 @@
-# The project's GPU image: `docker build -t xtask:latest .` (see README, "Containers").
+# syntax=docker/dockerfile:1
+# The project's GPU image: `docker build -t xtask:latest .` (docs/containers.md). BuildKit (Docker's
+# default builder since 23.0) is needed for the pip cache mount below.
 #
 # Base: NVIDIA's CUDA 13.0 *base* image, pinned by tag. The torch 2.14.1 wheel that requirements.txt pins
 # is built for CUDA 13.0 and brings its own CUDA runtime, cuDNN 9 and NCCL as pip packages, so a
@@ -16,7 +18,16 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    XTASK_IN_CONTAINER=1
+    XTASK_IN_CONTAINER=1 \
+    USER=xtask \
+    DVC_SITE_CACHE_DIR=/workspace/.dvc/tmp/site-cache
+# USER: the container routes run as the caller's uid, which has no passwd entry here, and DVC names its
+# site cache after getpass.getuser(), which then raises KeyError ("unexpected error - getpwuid(): uid
+# not found"). DVC_SITE_CACHE_DIR: DVC's state (the hashes of tracked files by inode and mtime) and its
+# data index live there; the default, /var/tmp/dvc, is in the container and gone with `--rm`, so each
+# run would hash every tracked file again (gigabytes for Cityscapes). Under .dvc/tmp it is in the
+# mounted repository, kept between runs, written as the caller, and already ignored by git and by
+# .dockerignore; a fixed USER keeps DVC's per-repository folder in it the same from run to run.
 
 # Apt packages follow the pinned base image's Ubuntu release rather than exact versions, which the
 # archive drops as it updates (a pinned version would break the build, not reproduce it). The system
@@ -29,10 +40,15 @@ RUN apt-get update \
     && git config --system --add safe.directory '*'
 
 # The pinned dependencies, in their own layer before the code: editing the code reuses this layer.
+# pip's cache is a BuildKit cache mount, outside the image, so a changed pin downloads only itself
+# rather than the gigabytes of torch and its CUDA wheels again.
 COPY requirements.txt /tmp/requirements.txt
-RUN python3.11 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python3.11 -m venv "$VIRTUAL_ENV" \
+    && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
+
+COPY --chmod=755 docker/xtask-repro /usr/local/bin/xtask-repro
 
 # A non-root default user; `docker run --user "$(id -u):$(id -g)"` (compose.yaml, launch.where: docker)
 # runs as the caller instead, so files written into the mounted repository are the caller's.
@@ -43,4 +59,16 @@ WORKDIR /workspace
 # The code, for a self-contained image; the container route mounts the repository over it.
 COPY --chown=1000:1000 . /workspace
 
-CMD ["dvc", "repro"]
+# DVC needs a git repository, and .dockerignore keeps the checkout's .git (its whole history) out, so
+# the copy becomes a repository of its own, one commit as uid 1000, and `docker run --gpus all
+# xtask:latest` alone reproduces the default (the embedded synthetic dataset) in the container. Printing
+# "mount your checkout" instead would leave the image unable to check itself. The identity is given
+# to this one commit only, so nothing in the image pretends to be the user's.
+RUN git init --quiet --initial-branch=main \
+    && git add --all \
+    && git -c user.name=xtask-image -c user.email=xtask-image@localhost commit --quiet \
+        -m "The code the image was built from"
+
+# xtask-repro is `dvc repro` with arguments passed on, which first checks the mounted /workspace
+# and stops with one line naming what to mount when DVC could not work there.
+CMD ["xtask-repro"]

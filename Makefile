@@ -41,7 +41,8 @@ check-metrics: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 	$(PY) -m pipeline.check_metrics
 
-# The container route (README, "Containers"): build the image, then `dvc repro` inside it, as you.
+# The container route (docs/containers.md): build the image, then `dvc repro` inside it, as you (the
+# ids are passed here, so this needs no .env; plain `docker compose` reads them from .env).
 docker-build:
 	docker build -t $(IMAGE) .
 
