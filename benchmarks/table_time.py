@@ -84,7 +84,8 @@ def main() -> None:
     for tflops in args.tflops:
         for gpus in args.gpus:
             bound = total / (gpus * tflops)
-            spans = ", ".join(f"J={j}: {makespan(runs, gpus, j, tflops, tflops * args.job_fraction) / 3600:.2f} h" for j in args.jobs_per_gpu)
+            spans = ", ".join(f"J={j}: {makespan(runs, gpus, j, tflops, tflops * args.job_fraction) / 3600:.2f} h"
+                              for j in args.jobs_per_gpu)
             print(f"{tflops:5.0f} TFLOP/s x {gpus} GPU: work / throughput {bound / 3600:.2f} h; queued: {spans}")
 
 
