@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xtask.runtime import launch
+from xtask.runtime import gpu_slots, launch
 from xtask.common.config import LaunchConfig
 from xtask.common.errors import XTaskError
 
@@ -40,18 +40,23 @@ def test_docker_runs_the_same_stage_in_the_image_on_all_gpus_as_the_caller():
     assert cmd == ["python", "-m", "pipeline.train", *ARGS]
     assert _pairs(opts, "--gpus") == ["all"] and "--ipc=host" in opts and "--init" in opts
     assert _pairs(opts, "--user") == ["1234:5678"]
-    assert _pairs(opts, "-v") == ["/home/me/xtask:/workspace"] and _pairs(opts, "-w") == ["/workspace"]
+    locks = gpu_slots.lock_dir({})
+    assert _pairs(opts, "-v") == ["/home/me/xtask:/workspace", f"{locks}:{locks}"]
+    assert _pairs(opts, "-w") == ["/workspace"]
     assert "HOME=/tmp" in _pairs(opts, "-e")  # the caller's uid has no home in the image
 
 
 def test_docker_mounts_outside_folders_at_the_same_path_and_passes_gpu_and_thread_settings():
     argv = _docker(XTASK_DATA="/big/data", XTASK_DVC_CACHE="/big/dvc-cache", TORCH_HOME="/home/me/.cache/torch",
-                   CUDA_VISIBLE_DEVICES="1", OMP_NUM_THREADS="4", UNRELATED="x")
+                   CUDA_VISIBLE_DEVICES="1", OMP_NUM_THREADS="4", UNRELATED="x", XTASK_GPU_LOCK_DIR="/run/gpu-locks",
+                   XTASK_JOBS_PER_GPU="2")
     opts = argv[:argv.index("xtask:test")]
     assert _pairs(opts, "-v") == ["/home/me/xtask:/workspace", "/big/data:/big/data",
-                                  "/big/dvc-cache:/big/dvc-cache", "/home/me/.cache/torch:/cache/torch:ro"]
+                                  "/big/dvc-cache:/big/dvc-cache", "/run/gpu-locks:/run/gpu-locks",
+                                  "/home/me/.cache/torch:/cache/torch:ro"]
     env = _pairs(opts, "-e")
-    assert {"TORCH_HOME=/cache/torch", "CUDA_VISIBLE_DEVICES=1", "OMP_NUM_THREADS=4"} <= set(env)
+    assert {"TORCH_HOME=/cache/torch", "CUDA_VISIBLE_DEVICES=1", "OMP_NUM_THREADS=4",
+            "XTASK_GPU_LOCK_DIR=/run/gpu-locks", "XTASK_JOBS_PER_GPU=2"} <= set(env)  # jobs in containers meet
     assert not any(e.startswith("UNRELATED") for e in env)
 
 

@@ -16,6 +16,7 @@ from typing import Mapping, Optional, Sequence
 
 from xtask.common.config import LaunchConfig
 from xtask.common.errors import XTaskError
+from xtask.runtime import gpu_slots
 
 # Set in the image (Dockerfile): the re-run inside reads the same params and must not start docker again.
 IN_CONTAINER = "XTASK_IN_CONTAINER"
@@ -24,7 +25,8 @@ WORKDIR = "/workspace"
 # a symlink (data/cityscapes -> /big/cityscapes) or a configured `dvc cache dir` resolves alike inside.
 SAME_PATH_MOUNTS = ("XTASK_DATA", "XTASK_DVC_CACHE")
 # Passed through so that a queue pinned to one GPU or a thread cap on the host holds inside as well.
-PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NCCL_DEBUG")
+PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NCCL_DEBUG",
+              gpu_slots.JOBS_PER_GPU, gpu_slots.WAIT_S)
 
 
 def _docker_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], repo: Path,
@@ -34,6 +36,9 @@ def _docker_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str],
     for var in SAME_PATH_MOUNTS:
         if env.get(var):
             argv += ["-v", f"{env[var]}:{env[var]}"]
+    # the GPU slot locks: every container and host job on the box must meet in the same folder
+    locks = gpu_slots.lock_dir(env)
+    argv += ["-v", f"{locks}:{locks}", "-e", f"{gpu_slots.LOCK_DIR}={locks}"]
     if env.get("TORCH_HOME"):  # ImageNet weights for use_pretrain; read-only, nothing is downloaded
         argv += ["-v", f"{env['TORCH_HOME']}:/cache/torch:ro", "-e", "TORCH_HOME=/cache/torch"]
     for var in PASSED_ENV:
@@ -65,5 +70,7 @@ def exec_if_needed(cfg: LaunchConfig, args: Sequence[str]) -> None:
     if argv[0] == "docker" and shutil.which("docker") is None:
         raise XTaskError("launch.where: docker, but no `docker` command is on PATH; install Docker with the "
                          "NVIDIA Container Toolkit, or set launch.where: host in params.yaml")
+    if argv[0] == "docker":
+        gpu_slots.ensure_dir(gpu_slots.lock_dir(os.environ))  # or docker would create it, root's and closed
     print(f"launch: {shlex.join(argv)}", file=sys.stderr, flush=True)
     os.execvp(argv[0], argv)

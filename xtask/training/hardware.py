@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import torch
 
 from xtask.common.config import DatasetConfig
 from xtask.common.errors import XTaskError
+from xtask.runtime import gpu_slots
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,11 +58,23 @@ class Hardware:
         return torch.amp.GradScaler(self.device.type) if self.amp_dtype is torch.float16 else None
 
 
-def select_device(requested: str) -> torch.device:
+def _uuid(index: int) -> str:
+    return str(torch.cuda.get_device_properties(index).uuid)
+
+
+def select_device(requested: str, env: Mapping[str, str] = os.environ) -> torch.device:
+    """cpu or cuda; with several visible GPUs, a single process takes the least-loaded free one, so that
+    queued jobs spread over them (xtask/runtime/gpu_slots.py; torchrun's ranks get theirs in setup)."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise XTaskError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    if requested in ("auto", "cuda"):
+        index = gpu_slots.gpu_for_this_process(torch.cuda.device_count(), env, _uuid)
+        if index is None:
+            return torch.device("cuda")
+        torch.cuda.set_device(index)  # what an unindexed "cuda" (allocations, streams) means from here on
+        return torch.device("cuda", index)
     return torch.device(requested)
 
 
