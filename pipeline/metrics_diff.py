@@ -1,5 +1,8 @@
 """Markdown of `dvc metrics diff` and `dvc params diff` against a base revision (the PR comment).
 
+The one DVC metric is the report's metrics/summary.json (mean, std, n over seeds of every table metric and
+delta_m): the comment shows what the models learned, not timings or per-run metadata (docs/dvc.md).
+
 `make metrics-diff [BASE=rev]` runs `make repro` first and prints this; the CI workflow
 (.github/workflows/metrics.yml) posts the same text to the pull request.
 """

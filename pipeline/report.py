@@ -1,9 +1,10 @@
-"""Stage `report`: the results table (--md, --csv) from every metrics JSON under --metrics."""
+"""Stage `report`: the results table (--md, --csv) and the seed-independent summary (--summary, DVC's
+metric) from every metrics JSON under --metrics."""
 import argparse
 from pathlib import Path
 
 from xtask.common.io import write_text
-from xtask.reporting.report import collect, results_table, to_markdown
+from xtask.reporting.report import collect, results_table, summary, summary_json, to_markdown
 
 from .cli import run
 
@@ -13,12 +14,15 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="the folder of metrics/<dataset>/<method>/seed<k>.json")
     parser.add_argument("--md", type=Path, required=True, help="the Markdown table to write")
     parser.add_argument("--csv", type=Path, required=True, help="the CSV table to write")
+    parser.add_argument("--summary", type=Path, required=True,
+                        help="the summary JSON to write: mean, std and n over seeds per dataset, method, protocol")
     args = parser.parse_args()
     table = results_table(collect(args.metrics))
-    # both rendered before either is written: a bad input leaves the previous pair untouched
-    csv, markdown = table.to_csv(index=False), to_markdown(table)
+    # all rendered before any is written: a bad input leaves the previous files untouched
+    csv, markdown, summary_text = table.to_csv(index=False), to_markdown(table), summary_json(summary(table))
     write_text(args.csv, csv)
     write_text(args.md, markdown)
+    write_text(args.summary, summary_text)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 from test_pipeline import _copy_repo, _env
 
 DEADLINE_S = 300  # both tiny experiments take well under a minute each when the machine is idle
+SUMMARY = "metrics/summary.json"  # the report stage's summary: the one DVC metric
 EXPERIMENTS = {  # name -> (--set-param, the metrics file its evaluate stage writes)
     "q-seed1": ("seeds=[1]", "metrics/synthetic/xtask/seed1.json"),
     "q-alpha": ("synthetic.alpha=0.02", "metrics/synthetic/xtask/seed0.json"),
@@ -34,6 +35,12 @@ def _queue_env():
 def _dvc(args, cwd, timeout=120):
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=_queue_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def _git_show(repo, rev, path):
+    r = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def _statuses(repo):
@@ -125,16 +132,20 @@ def test_two_queued_experiments_run_concurrently_and_report_metrics(repo):
     params = {name: exps[name]["data"]["params"]["params.yaml"]["data"] for name in EXPERIMENTS}
     assert params["q-seed1"]["seeds"] == [1] and params["q-seed1"]["synthetic"]["alpha"] == 0.01
     assert params["q-alpha"]["seeds"] == [0] and params["q-alpha"]["synthetic"]["alpha"] == 0.02
-    for name, (_, metrics_file) in EXPERIMENTS.items():
+    for name, (_, seed_file) in EXPERIMENTS.items():
+        # the DVC metric is the seed-independent summary: both experiments fill the same keys
         metrics = exps[name]["data"]["metrics"]
-        assert metrics_file in metrics, (name, sorted(metrics))
-        m = metrics[metrics_file]["data"]
-        assert m["seed"] == params[name]["seeds"][0] and 0 <= m["paper"]["miou"] <= 100, (name, m)
+        assert list(metrics) == [SUMMARY], (name, sorted(metrics))
+        miou = metrics[SUMMARY]["data"]["synthetic"]["xtask"]["original"]["paper"]["miou"]
+        assert miou["n"] == 1 and 0 <= miou["mean"] <= 100, (name, miou)
+        # the seed's own file is a plain output, in the experiment's git commit
+        m = json.loads(_git_show(repo, exps[name]["rev"], seed_file))
+        assert m["seed"] == params[name]["seeds"][0] and m["paper"]["miou"] == miou["mean"], (name, m)
 
     # the experiments left the user's workspace alone: no metrics there until `dvc exp apply`
     assert not (repo / "metrics/synthetic/xtask/seed1.json").exists()
     r = _dvc(["exp", "apply", "q-seed1"], repo)
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((repo / "metrics/synthetic/xtask/seed1.json").read_text())
-    assert m["paper"]["miou"] == exps["q-seed1"]["data"]["metrics"]["metrics/synthetic/xtask/seed1.json"]["data"][
-        "paper"]["miou"]
+    assert m["paper"]["miou"] == exps["q-seed1"]["data"]["metrics"][SUMMARY]["data"]["synthetic"]["xtask"][
+        "original"]["paper"]["miou"]["mean"]

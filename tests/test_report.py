@@ -1,11 +1,13 @@
 """The results table: aggregation over seeds, delta_m, rendering, the reported rows."""
+import json
 import math
 
 import pytest
 
 from xtask.common.errors import XTaskError
 from xtask.common.io import write_json
-from xtask.reporting.report import REPORTED, collect, delta_m, results_table, to_markdown, where_it_falls
+from xtask.reporting.report import (REPORTED, collect, delta_m, results_table, summary, summary_json, to_markdown,
+                                    where_it_falls)
 
 SEG_KEYS = ("miou", "pix_acc")
 
@@ -253,3 +255,42 @@ def test_runs_of_each_protocol_are_rows_of_their_own(tmp_path):
     assert ours.loc["original", "paper_miou_mean"] == 51.0 and ours.loc["original", "n_seeds"] == 2
     assert ours.loc["corrected", "paper_miou_mean"] == 60.0 and ours.loc["corrected", "seeds"] == "2"
     assert "| xtask | reproduced, protocol corrected | paper (per-image) | 1 (2) | 60.00 |" in to_markdown(table)
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_the_summary_holds_the_tables_numbers_under_seed_free_keys(metrics_dir):
+    table = results_table(collect(metrics_dir))
+    s = _strict_json(summary_json(summary(table)))
+    assert list(s) == ["cityscapes", "nyu", "synthetic"]  # reproduced rows only, in the table's order
+    assert list(s["cityscapes"]) == ["xtask", "mtl", "stl_seg", "stl_depth"]
+    x = s["cityscapes"]["xtask"]["original"]
+    assert list(x) == ["paper", "standard", "delta_m"]
+    assert x["paper"]["miou"] == {"mean": pytest.approx(56.0), "std": pytest.approx(1.0), "n": 3}
+    assert x["paper"]["rel_err"]["mean"] == pytest.approx(20.0)  # scaled as results.csv (x100 on Cityscapes)
+    assert set(x["standard"]) == {"miou", "pix_acc", "abs_err", "rel_err", "rmse", "delta1", "delta2", "delta3"}
+    row = _row(table, "cityscapes", "xtask")
+    assert x["delta_m"] == {"mean": row["delta_m"], "std": row["delta_m_std"], "n": 3}  # the table's own numbers
+    # a single-task net: its task's metrics only, and no delta_m (it is the baseline)
+    seg = s["cityscapes"]["stl_seg"]["original"]
+    assert set(seg) == {"paper", "standard"} and set(seg["paper"]) == {"miou", "pix_acc"}
+    # one seed: the std is undefined, null in JSON; no baselines: no delta_m
+    nyu = s["nyu"]["xtask"]["original"]
+    assert nyu["paper"]["miou"] == {"mean": 30.0, "std": None, "n": 1} and "delta_m" not in nyu
+    assert "NaN" not in summary_json(summary(table))
+
+
+def test_the_summary_keeps_protocols_apart_and_refuses_nan(tmp_path):
+    for seed, protocol in ((0, "original"), (1, "corrected")):
+        m = _metrics("synthetic", "xtask", seed)
+        m["protocol"] = protocol
+        write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", m)
+    s = summary(results_table(collect(tmp_path)))
+    assert set(s["synthetic"]["xtask"]) == {"original", "corrected"}
+    assert summary(results_table(collect(tmp_path / "none"))) == {}
+    with pytest.raises(ValueError):
+        summary_json({"x": float("nan")})

@@ -22,7 +22,7 @@ def test_report_stage_writes_both_files_and_keeps_them_on_a_bad_input(tmp_path, 
     for seed, miou in ((0, 55.0), (1, 57.0)):
         write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", _metrics(seed, miou))
     monkeypatch.setattr(sys, "argv", ["report", "--metrics", str(tmp_path), "--md", str(tmp_path / "results.md"),
-                                      "--csv", str(tmp_path / "results.csv")])
+                                      "--csv", str(tmp_path / "results.csv"), "--summary", str(tmp_path / "summary.json")])
     with pytest.raises(SystemExit) as done:
         run(report_stage.main)  # as `python -m pipeline.report` runs it
     assert done.value.code == 0
@@ -30,11 +30,15 @@ def test_report_stage_writes_both_files_and_keeps_them_on_a_bad_input(tmp_path, 
     assert "| xtask | reproduced, protocol original | paper (per-image) | 2 (0, 1) | 56.00 ± 1.41 | 90.00 ± 0.00 |" in md
     assert csv.startswith("dataset,method,source,protocol,n_seeds,seeds,rel_err_scale,paper_miou_mean,paper_miou_std,")
     assert "synthetic,xtask,reproduced,original,2,0 1,100.0,56.0,1.414" in csv
+    summary = (tmp_path / "summary.json").read_text()
+    miou = json.loads(summary)["synthetic"]["xtask"]["original"]["paper"]["miou"]
+    assert miou["mean"] == 56.0 and miou["n"] == 2 and abs(miou["std"] - 2 ** 0.5) < 1e-12
     (tmp_path / "synthetic" / "xtask" / "seed2.json").write_text("{not json")
     with pytest.raises(SystemExit) as done:
         run(report_stage.main)
     assert done.value.code == 1
     assert (tmp_path / "results.md").read_text() == md and (tmp_path / "results.csv").read_text() == csv
+    assert (tmp_path / "summary.json").read_text() == summary
 
 
 def test_report_names_a_broken_metrics_file(tmp_path):

@@ -3,6 +3,7 @@
 Three pure steps: ``collect`` reads every ``metrics/<dataset>/<method>/seed<k>.json`` into one row
 per run, ``results_table`` aggregates the runs over seeds (mean, sample std, delta_m) and puts the
 reported rows before them (this frame is results.csv), ``to_markdown`` renders it (results.md).
+``summary`` takes the same frame's reproduced rows into the seed-independent summary.json (DVC's metric).
 """
 from __future__ import annotations
 
@@ -212,6 +213,39 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
     # a stable sort keeps reported-before-reproduced and each part's own order within a dataset
     return table.assign(_o=order).sort_values(["_o", "dataset"], kind="stable").drop(columns="_o") \
         .reset_index(drop=True)[COLUMNS]
+
+
+# ---------------------------------------------------------------- the summary (DVC's metric)
+
+
+def _stat(mean: Any, std: Any, n: Any) -> dict[str, Any]:
+    """One number over seeds. The std of one seed is undefined (NaN): null, since JSON has no NaN."""
+    return {"mean": float(mean), "std": None if _missing(std) else float(std), "n": int(n)}
+
+
+def summary(table: pd.DataFrame) -> dict[str, Any]:
+    """summary.json from ``results_table``'s reproduced rows: {dataset: {method: {protocol: {family:
+    {metric: {mean, std, n}}, "delta_m": {mean, std, n}}}}}, the same numbers (and AbsRel scale) as
+    results.csv. The keys name no seed, so runs of other seeds of one dataset, method and protocol fill the
+    same keys (`dvc exp show` columns). A metric the method has no head for, and a delta_m without both
+    single-task baselines (or of a baseline itself), is left out rather than written as null."""
+    out: dict[str, Any] = {}
+    for _, r in table[table["source"] == "reproduced"].iterrows():
+        entry: dict[str, Any] = {}
+        for family, names in FAMILIES.items():
+            stats = {m: _stat(r[f"{family}_{m}_mean"], r[f"{family}_{m}_std"], r["n_seeds"])
+                     for m in names if not _missing(r[f"{family}_{m}_mean"])}
+            if stats:
+                entry[family] = stats
+        if not _missing(r["delta_m"]):
+            entry["delta_m"] = _stat(r["delta_m"], r["delta_m_std"], r["n_seeds"])
+        out.setdefault(r["dataset"], {}).setdefault(r["method"], {})[r["protocol"]] = entry
+    return out
+
+
+def summary_json(data: dict[str, Any]) -> str:
+    # allow_nan=False: a NaN that slipped past _stat fails here instead of writing invalid JSON
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
 # ---------------------------------------------------------------- rendering

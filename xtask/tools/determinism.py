@@ -44,15 +44,18 @@ def prepare_copy(root: Path, dst: Path) -> None:
     git = ["git", "-c", "user.name=determinism", "-c", "user.email=determinism@example.com"]
     for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
                 git + ["commit", "-qm", "short run"]):
-        _run(cmd, dst)
+        run_in(cmd, dst)
 
 
-def _run(cmd: list[str], cwd: Path) -> None:
+def run_in(cmd: list[str], cwd: Path) -> str:
+    """Run ``cmd`` in ``cwd`` with this interpreter's tools first on PATH (dvc.yaml's `python`); its stdout.
+    A failure is one line: the command's tail and its last line of output."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if r.returncode != 0:
         last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["failed"]
         raise XTaskError(f"{' '.join(cmd[-3:])} in {cwd}: {last[0]}")
+    return r.stdout
 
 
 def _files(repo: Path) -> dict[str, Path]:
@@ -93,7 +96,7 @@ def check(root: Path, report: Callable[[str], None] = print) -> int:
         for repo in runs:
             repo.mkdir()
             prepare_copy(root, repo)
-            _run([sys.executable, "-m", "dvc", "repro", "report"], repo)
+            run_in([sys.executable, "-m", "dvc", "repro", "report"], repo)
         results = list(compare(*runs))
     if not results:
         raise XTaskError("the short run wrote no outputs to compare")

@@ -23,7 +23,9 @@ from typing import Any, Iterable, Mapping, Optional
 
 from xtask.common.errors import XTaskError
 
-ROOTS = ("metrics", "dvclive")  # where dvc.yaml's metrics files live
+# where the train and evaluate stages write their per-run JSON: plain outputs with `cache: false` in
+# dvc.yaml, so in git (what this compares against) though no DVC metric (that is metrics/summary.json)
+ROOTS = ("metrics", "dvclive")
 MISSING = "(missing)"
 # The files compared: what the train and evaluate stages write (the rest is measured or derived).
 CHECKED = re.compile(r"(metrics/[^/]+/[^/]+/seed\d+\.json|dvclive/.+/metrics\.json)$")
