@@ -35,7 +35,7 @@ check-determinism: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.check_determinism
 
 # CI's second check: reproduce with CHECK_THREADS CPU threads, then every committed number must come back
-# within its measured tolerance (benchmarks/tolerance.json; README "CI"). Also the way to produce the
+# within its measured tolerance (benchmarks/tolerance.json; docs/ci.md). Also the way to produce the
 # metrics files to commit.
 check-metrics: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro

@@ -23,7 +23,7 @@ def main() -> None:
     folders, description = EXPECTED[cfg.format]
     if not raw.is_dir() or not any((raw / f).is_dir() for f in folders):
         raise XTaskError(f"{raw}: no {cfg.name} data found; put {description} there "
-                         f"(README: 'Reproducing the paper'), or set {cfg.name}.input_path in params.yaml")
+                         f"(README: 'Getting the data'), or set {cfg.name}.input_path in params.yaml")
     prepare(cfg.format, raw, args.out, num_classes=cfg.num_classes, height=cfg.height, width=cfg.width,
             expect_full_size=cfg.expect_full_size, progress=not args.no_progress)
 

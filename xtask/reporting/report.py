@@ -347,7 +347,7 @@ INTRO = [
     "decoders and loss balancing without the TaskTransferNets), `stl_seg` and `stl_depth` (single-task "
     "networks, as the original's `main_stl.py`); each has one row per metric family and names the protocol "
     "it was trained under (`original`: as the original code trained; `corrected`: this project's corrections; "
-    "`original+<correction>`: the original with some of them; README, \"The protocol\").",
+    "`original+<correction>`: the original with some of them; docs/protocol.md).",
     "- **Metric families.** `paper (per-image)` uses the published tables' definitions (per-image mIoU and "
     "PixAcc, batch-weighted Abs/AbsRel); `standard (dataset-level)` uses a dataset-level confusion matrix "
     "and pixel-weighted errors, plus RMSE and δ<1.25. mIoU and PixAcc in %; AbsRel x100 for Cityscapes "

@@ -3,7 +3,7 @@ images and epochs, the same code path: generate, prepare, train, evaluate, repor
 fresh copy of the repository, with the same thread count; then every output is compared byte for byte
 (checkpoints tensor by tensor).
 
-This is the first of CI's two checks (README, "CI"): it holds on any machine, whatever its CPU, and
+This is the first of CI's two checks (docs/ci.md): it holds on any machine, whatever its CPU, and
 catches nondeterminism (an unseeded generator, a race, an order that depends on the file system). The
 second, the committed metrics within a measured tolerance, is ``xtask.tools.metrics_check``.
 """

@@ -4,7 +4,7 @@ The published numbers came out of the original code, defects and all, so ``proto
 default of the paper's datasets) does what it did. ``protocol: corrected`` switches on every
 correction below. Each field is one correction: False is the original's behaviour, True the fix; the
 code consults these fields and nothing else, so this class is the one place that says where the two
-protocols differ (the README's table repeats it, row by row).
+protocols differ (the README's table and docs/protocol.md repeat it, row by row).
 
 What is the same under both (no switch: the original's behaviour was right, or this project's was a
 defect): inverse depth (d - 1) / 256**2 in float32, clipped at 0.4922 and not rounded; nearest-neighbour
