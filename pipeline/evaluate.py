@@ -1,5 +1,5 @@
-"""Stage `evaluate`: score a checkpoint on the validation split -> --out (metrics JSON), and draw its first
-validation images with every prediction -> --figure.
+"""Stage `evaluate`: score a checkpoint on the validation split -> --out (metrics JSON), and save its
+predictions on the first validation images -> --examples (the figure stage draws them).
 
 The checkpoint may be the train stage's best.pt or the original xtask_mt's model.pth (detected from
 its content).
@@ -16,12 +16,13 @@ def main() -> None:
     path_arg(parser, "--data", "the prepared dataset folder (the prepare stage's output)")
     path_arg(parser, "--checkpoint", "the checkpoint to score (the train stage's best.pt, or a model.pth)")
     path_arg(parser, "--out", "the metrics JSON to write")
-    path_arg(parser, "--figure", "the qualitative figure PNG to write (optional)", required=False)
+    path_arg(parser, "--examples", "where to save the predictions on the first validation images, for "
+             "`python -m pipeline.figure` (optional)", required=False)
     args = parser.parse_args()
     _, cfg = dataset_config(args)
     method = get_method(args.method)
     result = evaluate(cfg, args.checkpoint, args.data, device_override=args.device, progress=not args.no_progress,
-                      figure_path=args.figure, method=method)
+                      examples_path=args.examples, method=method)
     write_json(args.out, result)
     p = result["paper"]
     scores = [f"{label} {p[key]:{fmt}}" for key, label, fmt in
@@ -30,7 +31,7 @@ def main() -> None:
     baseline = result.get("baseline_mean_depth")
     print(f"{cfg.name} {method.name} seed {args.seed}: {'  '.join(scores)}"
           + (f" (mean-depth Abs {baseline['paper_abs_err']:.4f})" if baseline else "")
-          + (f"; figure {args.figure}" if args.figure else ""))
+          + (f"; examples {args.examples}" if args.examples else ""))
 
 
 if __name__ == "__main__":

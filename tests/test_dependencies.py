@@ -16,7 +16,7 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 NOT_DEPENDENCIES = ("pipeline/cli.py", "xtask/runtime")
 # The stages whose entry point is pipeline/<name>.py, with the params prefix of their dataset.
 ENTRY = {"generate": "generate", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
-         "inference_time": "inference_time", "report": "report"}
+         "inference_time": "inference_time", "figure": "figure", "report": "report"}
 
 
 def _module_file(name: str) -> Path | None:
@@ -97,7 +97,8 @@ def _params(stage: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("stage,item", [("prepare", "${item}"), ("train", "${item.dataset}"),
-                                        ("evaluate", "${item.dataset}"), ("inference_time", "${item}")])
+                                        ("evaluate", "${item.dataset}"), ("inference_time", "${item}"),
+                                        ("figure", "${item.dataset}")])
 def test_a_stage_depends_on_exactly_the_params_keys_it_reads(stage, item):
     keys = [p for p in _params(STAGES[stage]) if p.startswith(item + ".")]
     assert keys == [f"{item}.{k}" for k in STAGE_KEYS[stage]]
@@ -118,3 +119,6 @@ def test_the_closure_sees_through_relative_and_package_imports(tmp_path):
     files = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "pipeline" / "train.py")}
     assert {"xtask/training/losses.py", "xtask/training/model/decoder.py", "xtask/common/config.py"} <= files
     assert not any(f.startswith("xtask/reporting") for f in files)
+    # the figure is drawn by the reporting code alone: evaluate does not run it
+    evaluated = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "pipeline" / "evaluate.py")}
+    assert not any(f.startswith("xtask/reporting") for f in evaluated)

@@ -70,6 +70,8 @@ def test_repro_writes_metrics_report_and_lock(repo):
     live = json.loads((repo / "dvclive/synthetic/xtask/seed0/metrics.json").read_text())
     assert live["step"] == TINY["epochs"] - 1
     assert "train@synthetic-xtask-0" in (repo / "dvc.lock").read_text()
+    assert (repo / "evaluation/synthetic/xtask/seed0_examples.pt").is_file()
+    assert (repo / "metrics/synthetic/xtask/seed0_examples.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_second_repro_is_a_no_op_and_metrics_show(repo):
@@ -89,12 +91,16 @@ def _status(repo) -> str:
 
 def test_report_code_and_runtime_params_leave_training_and_evaluation_alone(repo):
     report, params = repo / "xtask/reporting/report.py", repo / "params.yaml"
-    saved = report.read_text(), params.read_text()
+    figures = repo / "xtask/reporting/figures.py"
+    saved = report.read_text(), params.read_text(), figures.read_text()
     try:
         report.write_text(saved[0] + "# a comment\n")
+        figures.write_text(saved[2] + "# a comment\n")
         status = _status(repo)
-        assert "report:" in status and "train@" not in status and "evaluate@" not in status
+        assert "report:" in status and "figure@synthetic-xtask-0" in status
+        assert "train@" not in status and "evaluate@" not in status
         report.write_text(saved[0])
+        figures.write_text(saved[2])
         p = yaml.safe_load(saved[1])
         p["synthetic"].update(workers=2, device="cpu", compile=True)
         params.write_text(yaml.safe_dump(p, sort_keys=False))
@@ -104,6 +110,7 @@ def test_report_code_and_runtime_params_leave_training_and_evaluation_alone(repo
     finally:
         report.write_text(saved[0])
         params.write_text(saved[1])
+        figures.write_text(saved[2])
         losses = repo / "xtask/training/losses.py"
         losses.write_text(losses.read_text().removesuffix("#\n"))
 

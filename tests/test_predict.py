@@ -14,14 +14,14 @@ import torch
 import yaml
 
 import fixtures
-from xtask.evaluation.colours import colourise_seg, seg_palette
+from xtask.reporting.colours import colourise_seg, seg_palette
 from xtask.common.config import load_params
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
 from xtask.training.engine import build_model
 from xtask.common.errors import XTaskError
 from xtask.evaluation.evaluate import evaluate
-from xtask.evaluation.figures import Examples, panels, write_examples_figure
+from xtask.reporting.figures import Examples, panels, write_examples_figure
 from xtask.training.model.convert import convert_key
 from xtask.training.transforms import to_model_input
 from xtask.tools.predict import predict_files
@@ -109,14 +109,24 @@ def test_evaluate_reads_an_original_checkpoint_and_draws_the_figure(work, tmp_pa
     # the stage's command line, with the original's model.pth for a checkpoint
     r = _run(["pipeline.evaluate", "synthetic", "--params", str(params), "--device", "cpu", "--no-progress",
               "--data", str(root / "prepared"), "--checkpoint", str(root / "model.pth"),
-              "--out", str(tmp_path / "m" / "orig.json"), "--figure", str(tmp_path / "m" / "orig_examples.png")],
+              "--out", str(tmp_path / "m" / "orig.json"), "--examples", str(tmp_path / "e" / "orig_examples.pt")],
              cwd=root)
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "m" / "orig.json").read_text())
     assert m["seed"] == -1 and m["best_epoch"] == -1 and m["val_images"] == 3
     assert set(m["paper"]) == {"miou", "pix_acc", "abs_err", "rel_err"}
+    # the figure stage draws what evaluate saved (tensors and strings only: weights_only loads it)
+    saved = torch.load(tmp_path / "e" / "orig_examples.pt", weights_only=True)
+    assert saved["image"].shape[0] == 3 and "original xtask_mt" in saved["title"]
+    r = _run(["pipeline.figure", "synthetic", "--params", str(params), "--examples",
+              str(tmp_path / "e" / "orig_examples.pt"), "--out", str(tmp_path / "m" / "orig_examples.png")], cwd=root)
+    assert r.returncode == 0, r.stderr
     fig = cv2.imread(str(tmp_path / "m" / "orig_examples.png"))
     assert fig is not None and fig.shape[1] > fig.shape[0] > 100
+    r = _run(["pipeline.figure", "synthetic", "--params", str(params), "--examples", str(tmp_path / "m" / "orig.json"),
+              "--out", str(tmp_path / "m" / "x.png")], cwd=root)
+    assert r.returncode == 1 and r.stderr.startswith(f"error: {tmp_path / 'm' / 'orig.json'}: not an examples file")
+    assert not (tmp_path / "m" / "x.png").exists()
     r = _run(["pipeline.evaluate", "synthetic", "--params", str(params), "--checkpoint", str(root / "model.pth")],
              cwd=root)
     assert r.returncode == 2 and "the following arguments are required: --data, --out" in r.stderr

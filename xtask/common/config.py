@@ -115,6 +115,7 @@ STAGE_KEYS = {
                    if f.name not in ("name", *RUNTIME_KEYS, *_DATA_KEYS)),
     "evaluate": ("format", *ARCHITECTURE_KEYS, "batch_size", "amp", "protocol", "corrections"),
     "inference_time": ("height", "width", *ARCHITECTURE_KEYS, "amp"),
+    "figure": ("format", "num_classes"),  # the palette; everything else comes with the examples file
 }
 
 

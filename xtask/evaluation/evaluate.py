@@ -1,5 +1,6 @@
 """Evaluation of a trained checkpoint on the validation split: paper and standard metrics, and the
-qualitative figure of the first validation images.
+predictions on the first validation images that the qualitative figure shows (drawn by the figure
+stage, xtask/reporting/figures.py, so that editing the drawing never reruns an evaluation).
 
 The checkpoint may be this project's or the original xtask_mt's ``model.pth`` (see ``weights``).
 """
@@ -15,11 +16,10 @@ from tqdm import tqdm
 
 from xtask.training.batches import BatchSpec, batch_spec, iterate, make_loader, to_batch
 from xtask.training.protocol import protocol_of
-from xtask.evaluation.colours import seg_palette
 from xtask.common.config import DatasetConfig
 from xtask.common.labels import class_names
 from xtask.common.prepared import PreparedSplit
-from xtask.evaluation.figures import Examples, write_examples_figure
+from xtask.common.io import atomic_path
 from xtask.training.hardware import Hardware, resolve
 from xtask.common.methods import METHODS, Method
 from xtask.common.metrics import PaperMetrics, StandardMetrics
@@ -46,24 +46,35 @@ def _depth(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
     return None if t is None else _numpy(t[:, 0])
 
 
-def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, spec: BatchSpec) -> Examples:
-    """The first ``k`` images of ``split``, their targets and every prediction (TTNets included)."""
+def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, spec: BatchSpec
+             ) -> dict[str, Optional[np.ndarray]]:
+    """The first ``k`` images of ``split``, their targets and every prediction (TTNets included), by the
+    names of ``xtask.reporting.figures.Examples``; None where the model does not predict a map."""
     raw = split.read(list(range(min(k, len(split)))))
     batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), hw.device, spec)
     with torch.no_grad(), hw.autocast():
         out = run_model(hw.input(batch.image), with_transfer=True)
     image = raw[0] if raw[0].dtype == np.uint8 else np.round(np.clip(raw[0], 0, 1) * 255).astype(np.uint8)
-    return Examples(image=image, seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
-                    seg_transferred=_labels(out.seg_transferred), depth_target=_depth(batch.depth),
-                    depth=_depth(out.depth), depth_transferred=_depth(out.depth_transferred))
+    return dict(image=image, seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
+                seg_transferred=_labels(out.seg_transferred), depth_target=_depth(batch.depth),
+                depth=_depth(out.depth), depth_transferred=_depth(out.depth_transferred))
+
+
+def write_examples(path: str | Path, maps: dict[str, Optional[np.ndarray]], *, depth_kind: str, title: str) -> None:
+    """Save the examples as data (tensors and strings: loadable with ``weights_only=True``), atomically."""
+    payload: dict[str, Any] = {name: torch.from_numpy(np.ascontiguousarray(m)) for name, m in maps.items()
+                               if m is not None}
+    payload.update(depth_kind=depth_kind, title=title)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_override: Optional[str] = None,
              amp_override: Optional[str] = None, progress: bool = True,
-             figure_path: Optional[Path] = None, figure_images: int = FIGURE_IMAGES,
+             examples_path: Optional[Path] = None, figure_images: int = FIGURE_IMAGES,
              method: Method = METHODS["xtask"]) -> dict[str, Any]:
-    """Scores the validation split of the prepared data in ``data_dir``; with
-    ``figure_path``, also writes the qualitative figure of its first ``figure_images`` images there.
+    """Scores the validation split of the prepared data in ``data_dir``; with ``examples_path``, also
+    saves the predictions on its first ``figure_images`` images there (``write_examples``).
     A single-task method gets its own task's scores only.
 
     ``seed`` and ``best_epoch`` are -1 for an original checkpoint, which does not record them.
@@ -92,13 +103,12 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
                 constant = torch.full_like(batch.depth, mean_depth)
                 base_paper.update(None, constant, batch.seg, batch.depth)
                 base_std.update(None, constant, batch.seg, batch.depth)
-    if figure_path is not None:
-        ex = examples(run_model, hw, val, figure_images, spec)
-        write_examples_figure(ex, figure_path, palette=seg_palette(cfg.format, cfg.num_classes),
-                              depth_kind=meta["depth_kind"],
-                              title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} "
-                                    f"({'the original xtask_mt' if weights.source == 'original' else 'this project'}'s "
-                                    "checkpoint)")
+    if examples_path is not None:
+        write_examples(examples_path, examples(run_model, hw, val, figure_images, spec),
+                       depth_kind=meta["depth_kind"],
+                       title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} "
+                             f"({'the original xtask_mt' if weights.source == 'original' else 'this project'}'s "
+                             "checkpoint)")
     std = standard.compute()
     result = {
         "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,

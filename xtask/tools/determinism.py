@@ -25,7 +25,7 @@ from xtask.common.errors import XTaskError
 COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
 # The short run: 2 epochs on 16 + 8 generated images (under a minute per run on 2 cores).
 SHORT = {"generate": {"seed": 0, "n_train": 16, "n_val": 8, "height": 128, "width": 256}, "epochs": 2}
-OUTPUTS = ("data/prepared", "models", "metrics", "dvclive")
+OUTPUTS = ("data/prepared", "models", "evaluation", "metrics", "dvclive")
 
 
 def prepare_copy(root: Path, dst: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtask.evaluation.colours import colourise_depth, colourise_seg, seg_palette
+from xtask.reporting.colours import colourise_depth, colourise_seg, seg_palette
 from xtask.common.config import DatasetConfig
 from xtask.data import nyu
 from xtask.common.prepared import DEPTH_KINDS

@@ -6,14 +6,17 @@ its column. Depth maps of one row share the target's colour range, so they can b
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xtask.evaluation.colours import colourise_depth, colourise_seg, depth_range
+from xtask.reporting.colours import colourise_depth, colourise_seg, depth_range
+from xtask.common.errors import XTaskError
 from xtask.common.io import atomic_path
 
 
@@ -26,6 +29,17 @@ class Examples(NamedTuple):
     depth_target: Optional[np.ndarray]       # (K, H, W) float, 0 = invalid
     depth: Optional[np.ndarray]              # (K, H, W) float
     depth_transferred: Optional[np.ndarray]  # (K, H, W) float
+
+
+def read_examples(path: str | Path) -> tuple[Examples, str, str]:
+    """(examples, depth kind, title) from the evaluate stage's ``--examples`` file."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        maps = {name: (data[name].numpy() if name in data else None) for name in Examples._fields}
+        return Examples(**maps), str(data["depth_kind"]), str(data["title"])
+    except (OSError, RuntimeError, KeyError, TypeError, AttributeError, ValueError, pickle.UnpicklingError) as err:
+        raise XTaskError(f"{path}: not an examples file of the evaluate stage ({type(err).__name__}); "
+                         "run `dvc repro` to rebuild it") from None
 
 
 TITLES = {"image": "image", "seg_target": "seg target", "seg": "seg", "seg_transferred": "seg (from depth)",
