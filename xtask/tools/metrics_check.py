@@ -2,10 +2,10 @@
 within tolerances measured for each number (``benchmarks/tolerance.json``).
 
 A 12-epoch run amplifies any change of rounding: the same code on another CPU kind, or with another
-instruction set or thread count, ends a few tenths of a mIoU point away (benchmarks/cross-cpu,
+instruction set or thread count, ends up to a mIoU point or more away (benchmarks/cross-cpu,
 benchmarks/README.md). So each number is held to a tolerance measured on the synthetic default: 3
 times its standard deviation over seeds, and at least twice the largest move seen with other CPU
-kernels (``benchmarks/analyse_runs.py`` derives them from ``benchmarks/runs``). A number without a
+kernels or on another CPU kind (``benchmarks/analyse_runs.py`` derives them from ``benchmarks/runs``). A number without a
 measured tolerance, and everything that is not a number, must be equal. Timings (``inference.json``)
 are measured, not reproduced, and the report's tables are derived from the checked files: neither is
 compared. Whether the code repeats itself bitwise on one machine is the other check
@@ -23,12 +23,14 @@ from typing import Any, Iterable, Mapping, Optional
 
 from xtask.common.errors import XTaskError
 
-# where the train and evaluate stages write their per-run JSON: plain outputs with `cache: false` in
-# dvc.yaml, so in git (what this compares against) though no DVC metric (that is metrics/summary.json)
-ROOTS = ("metrics", "dvclive")
+# where the evaluate stage writes its per-run JSON: plain outputs with `cache: false` in dvc.yaml, so in
+# git (what this compares against) though no DVC metric (that is metrics/summary.json). The train stage's
+# dvclive log is a cached output (DVC's run-cache needs that), so not in git: the scores of its model
+# are what is checked.
+ROOTS = ("metrics",)
 MISSING = "(missing)"
-# The files compared: what the train and evaluate stages write (the rest is measured or derived).
-CHECKED = re.compile(r"(metrics/[^/]+/[^/]+/seed\d+\.json|dvclive/.+/metrics\.json)$")
+# The files compared: what the evaluate stage writes (the rest is measured or derived).
+CHECKED = re.compile(r"metrics/[^/]+/[^/]+/seed\d+\.json$")
 Tolerances = Mapping[str, Mapping[str, float]]  # file (seed<k> as seedK) -> dotted key -> absolute tolerance
 
 
