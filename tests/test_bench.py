@@ -27,6 +27,7 @@ def test_forward_cost_equals_the_originals_at_paper_shapes():
         assert counter.get_total_flops() / 1e9 == pytest.approx(expected, rel=0.01), name
 
 
+@pytest.mark.slow  # every figure at the paper's shapes on a CPU (~1 min): `make test-all`
 def test_bench_reports_every_figure():
     cfg = dataclasses.replace(load_params("params.yaml").dataset("synthetic"), height=32, width=64, batch_size=2,
                               decoder_width=8, ttnet_width=4, device="cpu")

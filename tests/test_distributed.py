@@ -93,6 +93,7 @@ def test_two_processes_take_the_same_steps_as_one(root, tmp_path, balancing):
     assert len(moved) > 10  # the comparison saw real gradients, not zeros
 
 
+@pytest.mark.slow  # a whole 2-process training run (~1 min); test_pipeline's torchrun launch test stays in `make test`
 def test_a_torchrun_training_run_completes_near_one_process(root, tmp_path):
     # CPU (gloo) has no SyncBatchNorm: each rank normalises over its 2 images instead of the batch's 4,
     # the one stated difference; the stated tolerance is 5 % on the validation loss
