@@ -21,16 +21,18 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import yaml
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from xtask.tools.determinism import copy_repository  # noqa: E402
+
 SEEDS = range(5)
 VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes with `seeds`, environment)
     **{f"original-s{k}": ({"seeds": [k]}, {}) for k in SEEDS},
@@ -41,21 +43,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes 
     "kernels-sse41": ({"seeds": [0]}, {"ONEDNN_MAX_CPU_ISA": "SSE41"}),
     "kernels-1thread": ({"seeds": [0]}, {"OMP_NUM_THREADS": "1"}),
 }
-COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
-
-
-def _copy(dst: Path, changes: dict) -> None:
-    for name in COPIED:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "seed*", "results.*",
-                                                                             "summary.json", "inference.json"))
-        else:
-            shutil.copy(src, dst / name)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["seeds"] = changes.get("seeds", params["seeds"])
-    params["synthetic"].update({k: v for k, v in changes.items() if k != "seeds"})
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def _edit(changes: dict) -> Callable[[dict], None]:
+    def edit(params: dict) -> None:
+        params["seeds"] = changes.get("seeds", params["seeds"])
+        params["synthetic"].update({k: v for k, v in changes.items() if k != "seeds"})
+    return edit
 
 
 def _metrics(repo: Path) -> dict:
@@ -78,11 +70,7 @@ def run(name: str, out_dir: Path) -> None:
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
     with tempfile.TemporaryDirectory(prefix=f"xtask-{name}-") as tmp:
         repo = Path(tmp)
-        _copy(repo, changes)
-        git = ["git", "-c", "user.name=runs", "-c", "user.email=runs@example.com"]
-        for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
-                    git + ["commit", "-qm", name]):
-            subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+        copy_repository(ROOT, repo, _edit(changes), name)
         start = time.monotonic()
         r = subprocess.run([sys.executable, "-m", "dvc", "repro", "report"], cwd=repo, env=env, capture_output=True,
                            text=True)

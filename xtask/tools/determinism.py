@@ -28,8 +28,9 @@ SHORT = {"generate": {"seed": 0, "n_train": 16, "n_val": 8, "height": 128, "widt
 OUTPUTS = ("data/prepared", "models", "evaluation", "metrics", "dvclive")
 
 
-def prepare_copy(root: Path, dst: Path) -> None:
-    """The repository's code and params in ``dst``, a git repository with DVC, on the short run's params."""
+def copy_repository(root: Path, dst: Path, edit_params: Callable[[dict], None], message: str) -> None:
+    """The repository's code and params in ``dst`` (without the committed runs' outputs), ``edit_params``
+    applied to params.yaml, committed as a git repository with DVC: a fresh place to run the pipeline."""
     for name in COPIED:
         src = root / name
         if src.is_dir():
@@ -38,13 +39,22 @@ def prepare_copy(root: Path, dst: Path) -> None:
         else:
             shutil.copy(src, dst / name)
     params = yaml.safe_load((dst / "params.yaml").read_text())
+    edit_params(params)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=xtask", "-c", "user.email=xtask@example.com"]
+    for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
+                git + ["commit", "-qm", message]):
+        run_in(cmd, dst)
+
+
+def _short_run(params: dict) -> None:
     params.update(run=["synthetic"], methods=["xtask"], seeds=[0])
     params["synthetic"].update(SHORT)
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=determinism", "-c", "user.email=determinism@example.com"]
-    for cmd in (git + ["init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], git + ["add", "-A"],
-                git + ["commit", "-qm", "short run"]):
-        run_in(cmd, dst)
+
+
+def prepare_copy(root: Path, dst: Path) -> None:
+    """The repository's code in ``dst``, a git repository with DVC, on the short run's params."""
+    copy_repository(root, dst, _short_run, "short run")
 
 
 def run_in(cmd: list[str], cwd: Path) -> str:
