@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xtask.tools.determinism import copy_repository  # noqa: E402
+from xtask.tools.metrics_check import tolerance_name  # noqa: E402
 
 SEEDS = range(5)
 VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes with `seeds`, environment)
@@ -54,7 +54,7 @@ def _metrics(repo: Path) -> dict:
     out = {}
     for root in ("metrics", "dvclive"):
         for path in sorted((repo / root).rglob("*.json")):
-            name = re.sub(r"seed\d+", "seedK", path.relative_to(repo).as_posix())
+            name = tolerance_name(path.relative_to(repo).as_posix())
             if not name.endswith("inference.json"):
                 out[name] = json.loads(path.read_text())
     return out
