@@ -330,10 +330,8 @@ def test_cityscapes_masks_and_depth_under_each_protocol(protocol):
     assert torch.equal(val.depth_mask, measured if protocol == "original" else val.depth > 0)
     assert not val.depth.isnan().any() and (val.depth[~measured] == 0).all()
     stored = torch.from_numpy(np.nan_to_num(raw[2].numpy())).unsqueeze(1)
-    if protocol == "original":  # the original's Dataset quantises inverse depth to 1/255 steps
-        assert torch.equal(val.depth, torch.floor(stored * 255) / 255) and not torch.equal(val.depth, stored)
-    else:
-        assert torch.equal(val.depth, stored)
+    # float inverse depth under both: the published environment's to_pil_image kept float arrays float
+    assert torch.equal(val.depth, stored) and not torch.equal(val.depth, torch.floor(stored * 255) / 255)
     draw = Draw(True, 1.5, 2, 7)
     aug = to_batch(raw, torch.device("cpu"), spec, [draw])
     # Cityscapes flips, then zooms: the targets are the zoomed flipped maps

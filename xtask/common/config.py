@@ -26,7 +26,7 @@ ENC_LAYERS = (18, 34, 50, 101, 152)
 PROTOCOLS = ("original", "corrected")  # what each one does: xtask/training/protocol.py
 # The corrections ``protocol: corrected`` makes, each one a switch of xtask/training/protocol.py's Protocol;
 # ``corrections`` adds some of them to ``protocol: original`` (to measure what each defect costs).
-CORRECTIONS = ("rescale_inverse_depth", "aligned_masks", "float_inverse_depth", "mask_missing_depth",
+CORRECTIONS = ("rescale_inverse_depth", "aligned_masks", "mask_missing_depth",
                "normalise_nyu_input", "stl_dataset_betas", "clean_gradnorm", "per_pixel_kl", "image_weighted_val_loss")
 LP_LOSSES = ("L1", "MSE", "logL1", "smoothL1")
 TSEG_LOSSES = ("cross", "kl")
@@ -82,6 +82,7 @@ class DatasetConfig:
     workers: int = 0
     device: str = "auto"
     amp: str = "auto"
+    tf32: bool = False
     channels_last: str = "auto"
     compile: bool = False
     deterministic: bool = False
@@ -113,8 +114,8 @@ STAGE_KEYS = {
     "prepare": ("format", "input_path", "height", "width", "num_classes", "expect_full_size"),
     "train": tuple(f.name for f in dataclasses.fields(DatasetConfig)
                    if f.name not in ("name", *RUNTIME_KEYS, *_DATA_KEYS)),
-    "evaluate": ("format", *ARCHITECTURE_KEYS, "batch_size", "amp", "protocol", "corrections"),
-    "inference_time": ("height", "width", *ARCHITECTURE_KEYS, "amp"),
+    "evaluate": ("format", *ARCHITECTURE_KEYS, "batch_size", "amp", "tf32", "protocol", "corrections"),
+    "inference_time": ("height", "width", *ARCHITECTURE_KEYS, "amp", "tf32"),
     "figure": ("format", "num_classes"),  # the palette; everything else comes with the examples file
 }
 
@@ -278,6 +279,7 @@ def parse_dataset(name: str, raw: Any) -> DatasetConfig:
         workers=_int(k("workers"), v["workers"], lo=0),
         device=_choice(k("device"), v["device"], DEVICES),
         amp=_choice(k("amp"), v["amp"], AMP),
+        tf32=_bool(k("tf32"), v["tf32"]),
         channels_last=_choice(k("channels_last"), v["channels_last"], SWITCH),
         compile=_bool(k("compile"), v["compile"]),
         deterministic=_bool(k("deterministic"), v["deterministic"]),

@@ -153,6 +153,9 @@ class OriginalGradNorm(FixedWeights):
         self._initial = torch.ones(2)
         self._renormalised = False
         self._epoch = 1
+        # the last step's GradNorm quantities, detached ([depth side, seg side]): what the parity check
+        # compares with the original's; kept on the device, so recording them costs no host sync
+        self.last: dict[str, torch.Tensor] = {}
 
     def effective(self) -> torch.Tensor:
         """t, differentiable in the raw weights (in the original's order of operations)."""
@@ -189,8 +192,12 @@ class OriginalGradNorm(FixedWeights):
         c1 = (g_avg * (lhat1 / lhat_avg) ** self.ALPHA).detach()
         c2 = (g_avg * (lhat2 / lhat_avg) ** self.ALPHA).detach()
         self._optimizer.zero_grad()
-        (F.l1_loss(g1, c1) + F.l1_loss(g2, c2)).backward()
+        lgrad = F.l1_loss(g1, c1) + F.l1_loss(g2, c2)
+        lgrad.backward()
         self._optimizer.step()
+        self.last = {"grad_norms": torch.stack([g1, g2]).detach(), "targets": torch.stack([c1, c2]),
+                     "loss_ratios": torch.stack([lhat1, lhat2]).detach(), "l0": self._initial.detach().clone(),
+                     "lgrad": lgrad.detach(), "weights_raw": self.raw.detach().clone()}
         return ((t[0] * image_loss).detach() + (t[1] * label_loss).detach())
 
     def sync_grads(self, world) -> None:

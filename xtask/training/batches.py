@@ -101,7 +101,6 @@ class BatchSpec:
     ignore_index: int
     normalise_input: bool     # ImageNet normalisation (the original's NYUv2 input is [0, 1])
     flip_first: bool          # Cityscapes flips before the scale-crop, NYUv2 after it (as the original)
-    quantise_depth: bool      # floor(255 d) / 255, as the original's Cityscapes Dataset hands it over
     rescale_depth: str        # under a zoom by s: "divide" (metres), "multiply" (inverse depth) or "none"
     seg_mask: bool            # a seg mask for the transferred-seg loss (Cityscapes; the original's NYUv2 has none)
     depth_mask: str           # "valid" (depth > 0), "measured" (finite: the original's disparity > 0) or "all"
@@ -118,12 +117,10 @@ def batch_spec(cfg) -> BatchSpec:
     protocol = protocol_of(cfg)
     if cfg.format == "cityscapes":
         return BatchSpec(cfg.ignore_index, normalise_input=True, flip_first=True,
-                         quantise_depth=not protocol.float_inverse_depth,
                          rescale_depth="multiply" if protocol.rescale_inverse_depth else "none", seg_mask=True,
                          depth_mask="valid" if protocol.aligned_masks else "measured",
                          masks_after_crop=protocol.aligned_masks)
     return BatchSpec(cfg.ignore_index, normalise_input=normalised_input(cfg.format, protocol), flip_first=False,
-                     quantise_depth=False,
                      rescale_depth="divide", seg_mask=False,
                      depth_mask="valid" if protocol.mask_missing_depth else "all", masks_after_crop=True)
 
@@ -164,9 +161,7 @@ def to_batch(raw, device: torch.device, spec: BatchSpec, draws: Optional[Sequenc
     image_raw, label, depth = (t.to(device, non_blocking=True) for t in tensors)
     image = to_model_input(image_raw, spec.normalise_input)
     seg = label.long().masked_fill(label == STORED_IGNORE, spec.ignore_index)
-    depth = depth.float().unsqueeze(1)
-    if spec.quantise_depth:  # (d * 255).astype(uint8) / 255, as torchvision's to_pil_image + to_tensor; NaN stays
-        depth = torch.where(depth.isnan(), depth, (depth.nan_to_num() * 255).to(torch.uint8).to(torch.float32) / 255)
+    depth = depth.to(torch.get_default_dtype()).unsqueeze(1)  # float32, or float64 in the checks' mode
     if draws is None:
         seg_mask, depth_mask = loss_masks(spec, seg, depth)
     else:

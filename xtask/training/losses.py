@@ -110,10 +110,11 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
     rank's) cannot compute it alone: ``seg_denominator`` replaces the slice's labelled-pixel count
     (see ``xtask.training.train``), and None keeps PyTorch's own mean.
     """
-    # Computed in fp32 whatever the autocast dtype, so that bf16 training sees the same losses.
-    # A single-task network has one of the two outputs only (the other is None).
-    seg = out.seg.float() if out.seg is not None else None
-    depth = out.depth.float() if out.depth is not None else None
+    # Computed in fp32 whatever the autocast dtype, so that bf16 training sees the same losses (and in
+    # float64 when the model is: the parity and trace checks). A single-task network has one of the two
+    # outputs only (the other is None).
+    seg = _at_least_fp32(out.seg)
+    depth = _at_least_fp32(out.depth)
     terms = {}
     if seg is not None:
         terms["seg"] = (F.cross_entropy(seg, seg_target, ignore_index=ignore_index) if seg_denominator is None else
@@ -121,14 +122,14 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
     if depth is not None:
         terms["depth"] = depth_loss(depth, depth_target, depth_mask, lp)
     if out.seg_transferred is not None and tseg_loss == "kl" and original_kl:
-        terms["seg_transferred"] = original_kl_loss(out.seg_transferred.float(), seg.detach().argmax(dim=1), seg_mask,
+        terms["seg_transferred"] = original_kl_loss(_at_least_fp32(out.seg_transferred), seg.detach().argmax(dim=1), seg_mask,
                                                     num_classes=num_classes, smoothing=label_smoothing)
     elif out.seg_transferred is not None:
         terms["seg_transferred"] = transferred_seg_loss(
-            out.seg_transferred.float(), seg.detach().argmax(dim=1), seg_mask,
+            _at_least_fp32(out.seg_transferred), seg.detach().argmax(dim=1), seg_mask,
             num_classes=num_classes, smoothing=label_smoothing, kind=tseg_loss)
     if out.depth_transferred is not None:
-        pred_t, ref = out.depth_transferred.float(), depth.detach()
+        pred_t, ref = _at_least_fp32(out.depth_transferred), depth.detach()
         if tdep_loss == "L1":
             terms["depth_transferred"] = depth_loss(pred_t, ref, depth_mask, "L1")
         elif tdep_loss.upper() == "SSIM":  # the original spells it "ssim"
@@ -136,6 +137,11 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
         else:
             raise ValueError(f"tdep_loss: expected one of {TDEP_LOSSES}, got {tdep_loss!r}")
     return terms
+
+
+def _at_least_fp32(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Half precision up to fp32; fp32 and float64 as they are."""
+    return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def task_losses(terms: dict[str, torch.Tensor], *, alpha: float, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,9 @@ code consults these fields and nothing else, so this class is the one place that
 protocols differ (the README's table and docs/protocol.md repeat it, row by row).
 
 What is the same under both (no switch: the original's behaviour was right, or this project's was a
-defect): inverse depth (d - 1) / 256**2 in float32, clipped at 0.4922 and not rounded; nearest-neighbour
+defect): inverse depth (d - 1) / 256**2 in float32, clipped at 0.4922 and not rounded (the published
+environment: torchvision 0.8's ``to_pil_image`` kept the original's float32 arrays as float 'F' images;
+today's torchvision would quantise them to 1/255 steps, which the published runs never saw); nearest-neighbour
 resizing that samples each output pixel's centre (PIL's rule); decoder and TaskTransferNet conv biases
 initialised to zero; Cityscapes flips before the scale-crop and NYUv2 after it; fp32 unless the params
 say ``amp`` otherwise.
@@ -27,13 +29,6 @@ class Protocol:
     # s (only NYUv2's metric depth is divided by s). Correction: multiply it by s, the same geometric
     # change in inverse depth (the scene looks s times nearer).
     rescale_inverse_depth: bool = False
-    # Cityscapes depth values. Original: the Dataset hands its float32 inverse depth to torchvision's
-    # to_pil_image, which since torchvision 0.17 (and in this project's pin, and in the parity fixtures)
-    # turns float arrays into uint8 after x 255: the targets are floor(255 d) / 255, 1/255 steps, and
-    # inverse depths below 1/255 become 0. (torchvision 0.8.0, which the original README pins, made a
-    # float 'F' image instead: the published runs trained on unquantised depth; add this correction to
-    # protocol original for that data path.) Correction: the float inverse depth.
-    float_inverse_depth: bool = False
     # Loss masks. Original (Cityscapes): the seg and depth masks are computed before the scale-crop from
     # the raw maps (depth: disparity > 0, so zero-disparity pixels with inverse depth 0 count as valid),
     # resized and flipped but NOT cropped, so for scales 1.2 and 1.5 they do not cover the pixels of the

@@ -20,8 +20,9 @@ SCALES = (1.0, 1.2, 1.5)  # RandomScaleCrop's zoom factors (MTAN's, as the origi
 
 def to_model_input(image: torch.Tensor, normalise: bool = True) -> torch.Tensor:
     """(N,H,W,3) uint8 (0..255) or float in [0, 1] -> float32 (N,3,H,W) in [0, 1], ImageNet-normalised
-    unless ``normalise`` is False (the original's NYUv2 input)."""
-    x = image.to(torch.float32)
+    unless ``normalise`` is False (the original's NYUv2 input). Float32 is torch's default dtype; in
+    ``xtask.training.float64``'s mode (the checks) the whole data path computes in float64."""
+    x = image.to(torch.get_default_dtype())
     scale = 255.0 if image.dtype == torch.uint8 else 1.0
     # per-channel Python scalars: no host-to-device copy of the constants (which would sync on a GPU)
     if not normalise:
