@@ -6,7 +6,7 @@ BASE ?= main
 # one thread count; 2 is what CI's machine has and what produced the committed metrics.
 CHECK_THREADS ?= 2
 
-.PHONY: setup repro test test-all metrics-diff check-determinism check-metrics docker-build docker-repro
+.PHONY: setup repro test test-all metrics-diff check-trace check-determinism check-metrics docker-build docker-repro
 
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
@@ -30,7 +30,13 @@ test-all: setup
 metrics-diff: repro
 	$(PY) -m pipeline.metrics_diff --base $(BASE)
 
-# CI's first check (.ci/run): a short run of the pipeline, twice, must write identical outputs here.
+# CI's tight check (.ci/run): the first optimiser steps of every loss, balancing and protocol variant in
+# float64 against the committed tests/trace_f64.json, within 1e-9 on any x86-64 CPU (docs/ci.md). After an
+# intended change of what training computes: `$(PY) -m pipeline.check_trace --write`, and commit the trace.
+check-trace: setup
+	$(PY) -m pipeline.check_trace
+
+# CI's next check: a short run of the pipeline, twice, must write identical outputs here.
 check-determinism: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.check_determinism
 

@@ -197,3 +197,21 @@ def test_a_state_of_other_params_or_code_is_kept_and_never_resumed(tiny, tmp_pat
     train_tiny(cfg, 5, data, tmp_path / "run2")
     assert "resuming synthetic xtask seed 5" in capsys.readouterr().err
     assert not old_state.exists()  # finished: its scratch folder is gone
+
+
+@pytest.mark.parametrize("tf32, precision", [(False, "ieee"), (True, "tf32")])
+def test_fp32_means_fp32_unless_tf32_is_asked_for(tiny, tf32, precision):
+    """PyTorch's default lets cuDNN convolutions run in TF32 on Ampere and newer GPUs; the published runs
+    were fp32, so every run sets the precision of convolutions and matmuls from ``tf32`` (false unless
+    asked). The flags are process-wide and settable without a GPU, so this holds on the CPU too."""
+    from xtask.training.hardware import resolve
+    _, _, cfg = tiny
+    before = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    torch.backends.cudnn.conv.fp32_precision = "tf32"  # PyTorch's default for convolutions
+    torch.backends.cuda.matmul.fp32_precision = "tf32" if not tf32 else "ieee"
+    try:
+        resolve(dataclasses.replace(cfg, tf32=tf32), "cpu")
+        assert torch.backends.cudnn.conv.fp32_precision == precision
+        assert torch.backends.cuda.matmul.fp32_precision == precision
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before

@@ -78,6 +78,16 @@ def select_device(requested: str, env: Mapping[str, str] = os.environ) -> torch.
     return torch.device(requested)
 
 
+def set_fp32_precision(tf32: bool) -> None:
+    """fp32 convolutions and matmuls in full fp32 ("ieee"), as the published runs (torch 1.7 on pre-Ampere
+    GPUs) computed them, or in TF32 on GPUs that have it (``tf32: true``). PyTorch's own default lets
+    cuDNN convolutions use TF32 on Ampere and newer GPUs: a silent change of precision, so it is set here
+    either way. No effect on the CPU."""
+    precision = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+
+
 def resolve(cfg: DatasetConfig, device_override: Optional[str] = None, *, amp_override: Optional[str] = None
             ) -> Hardware:
     device = select_device(device_override or cfg.device)
@@ -96,4 +106,5 @@ def resolve(cfg: DatasetConfig, device_override: Optional[str] = None, *, amp_ov
         torch.backends.cudnn.deterministic = True
     elif cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    set_fp32_precision(cfg.tf32)
     return Hardware(device, DTYPES.get(amp), channels_last, cfg.compile)
