@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from xtask.common.metrics import PaperMetrics, StandardMetrics
+from xtask.common.metrics import PaperMetrics, ShuffledBatchDepth, StandardMetrics
 
 def _one_hot_logits(pred):
     return torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()
@@ -41,3 +41,24 @@ def test_paper_and_standard_miou_differ_as_documented():
 def test_compute_before_update_is_an_error():
     with pytest.raises(ValueError):
         PaperMetrics(3, 250).compute()
+
+
+def test_shuffled_batchings_score_the_stored_order_as_paper_metrics_and_spread_over_others():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(10, 1, 4, 6, generator=g) * (torch.rand(10, 1, 4, 6, generator=g) > 0.3)
+    target[3] = 0.5 * (torch.rand(1, 4, 6, generator=g) > 0.9)  # an image with few valid pixels
+    pred = target + 0.1 * torch.randn(10, 1, 4, 6, generator=g)
+    seg = torch.zeros(10, 4, 6, dtype=torch.long)
+    paper, shuffled = PaperMetrics(3, 250), ShuffledBatchDepth()
+    for i in range(0, 10, 4):  # batches of 4, 4 and 2, in the stored order
+        paper.update(None, pred[i:i + 4], seg[i:i + 4], target[i:i + 4])
+        shuffled.update(pred[i:i + 4], target[i:i + 4])
+    p = paper.compute()
+    s = shuffled.spread(4, draws=200)
+    assert s["abs_err"]["stored_order"] == pytest.approx(p["abs_err"], rel=1e-6)  # PaperMetrics sums in float32
+    assert s["rel_err"]["stored_order"] == pytest.approx(p["rel_err"], rel=1e-6)
+    assert s["abs_err"]["std"] > 0 and s["abs_err"]["min"] < s["abs_err"]["max"]
+    # one image a batch, or one batch of all: the order cannot matter
+    for batch in (1, 10):
+        one = shuffled.spread(batch, draws=20)["abs_err"]
+        assert one["std"] == pytest.approx(0, abs=1e-15) and one["min"] == pytest.approx(one["max"], rel=1e-12)

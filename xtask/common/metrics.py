@@ -7,6 +7,7 @@ Both accumulate on the device of the predictions; nothing leaves it until ``comp
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -141,3 +142,49 @@ class StandardMetrics:
         if self._confusion is not None:
             out["iou_per_class"] = (inter / union.clamp_min(1)).tolist()
         return out
+
+
+class ShuffledBatchDepth:
+    """How much the paper's batch-pooled Abs and AbsRel depend on which images share a batch.
+
+    The original shuffles its validation loader, so each evaluation pools the depth errors over a random
+    grouping of the images into batches (``PaperMetrics``: per batch, the error sum over the valid pixels
+    divided by their count, weighted by the batch's images). This keeps the per-image sums (error,
+    relative error, valid pixels) and scores many random groupings of them: cheap, with no second pass.
+    """
+
+    def __init__(self) -> None:
+        self._sums: list[torch.Tensor] = []  # per batch, (n, 3): [abs sum, rel sum, valid pixels]
+
+    def update(self, depth_pred: torch.Tensor, depth_target: torch.Tensor) -> None:
+        dp, dt, valid = _depth_inputs(depth_pred, depth_target)
+        err = ((dp - dt).abs() * valid).double()
+        rel = err / dt.where(valid, torch.ones_like(dt)).double()
+        self._sums.append(torch.stack([err.flatten(1).sum(1), rel.flatten(1).sum(1),
+                                       valid.flatten(1).sum(1).double()], dim=1))
+
+    def per_image(self) -> np.ndarray:
+        return np.concatenate([s.cpu().numpy() for s in self._sums]) if self._sums else np.zeros((0, 3))
+
+    def spread(self, batch_size: int, draws: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+        """Abs and AbsRel in the stored order and over ``draws`` random orders (numpy's PCG64, ``seed``):
+        mean, sample std, min and max."""
+        sums = self.per_image()
+        n = len(sums)
+        if n == 0:
+            raise ValueError("ShuffledBatchDepth.spread() before any update()")
+        starts = np.arange(0, n, batch_size)
+        sizes = np.diff(np.append(starts, n)).astype(np.float64)
+
+        def pooled(order: np.ndarray) -> np.ndarray:
+            per_batch = np.add.reduceat(sums[order], starts, axis=0)  # (batches, 3)
+            count = np.maximum(per_batch[:, 2], 1.0)
+            return (per_batch[:, :2] / count[:, None] * sizes[:, None]).sum(0) / n
+
+        rng = np.random.default_rng(seed)
+        values = np.stack([pooled(rng.permutation(n)) for _ in range(draws)])
+        stored = pooled(np.arange(n))
+        return {name: {"stored_order": float(stored[i]), "mean": float(values[:, i].mean()),
+                       "std": float(values[:, i].std(ddof=1)), "min": float(values[:, i].min()),
+                       "max": float(values[:, i].max()), "draws": draws}
+                for i, name in enumerate(("abs_err", "rel_err"))}

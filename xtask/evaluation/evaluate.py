@@ -22,11 +22,12 @@ from xtask.common.prepared import PreparedSplit
 from xtask.common.io import atomic_path
 from xtask.training.hardware import Hardware, resolve
 from xtask.common.methods import METHODS, Method
-from xtask.common.metrics import PaperMetrics, StandardMetrics
+from xtask.common.metrics import PaperMetrics, ShuffledBatchDepth, StandardMetrics
 from xtask.evaluation.weights import trained_model
 
 PERCENT = ("miou", "pix_acc")
 FIGURE_IMAGES = 4
+SHUFFLE_DRAWS = 1000  # random batchings of the validation images scored for the shuffled-loader spread
 
 
 def _percent(scores: dict[str, float]) -> dict[str, float]:
@@ -89,6 +90,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
     families = (PaperMetrics, StandardMetrics)
     paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
     base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)
+    shuffled = ShuffledBatchDepth()
     mean_depth = float(meta["train_depth_mean"])
     spec = batch_spec(cfg)
     with torch.no_grad():
@@ -100,6 +102,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
             paper.update(out.seg, out.depth, batch.seg, batch.depth)
             standard.update(out.seg, out.depth, batch.seg, batch.depth)
             if out.depth is not None:
+                shuffled.update(out.depth, batch.depth)
                 constant = torch.full_like(batch.depth, mean_depth)
                 base_paper.update(None, constant, batch.seg, batch.depth)
                 base_std.update(None, constant, batch.seg, batch.depth)
@@ -121,6 +124,8 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
         result["standard_iou_per_class"] = dict(zip(class_names(cfg.format, cfg.num_classes),
                                                     (100 * v for v in std["iou_per_class"])))
     if "depth" in method.tasks:
+        # the original's shuffled validation loader: its batch-pooled depth errors over random batchings
+        result["paper_depth_shuffled_batches"] = shuffled.spread(cfg.batch_size, SHUFFLE_DRAWS)
         bp, bs = base_paper.compute(), base_std.compute()
         result["baseline_mean_depth"] = {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
                                          "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],
