@@ -27,7 +27,8 @@ from xtask.common.errors import XTaskError
 from xtask.training.hardware import Hardware, resolve
 from xtask.training.protocol import protocol_of
 from xtask.common.metrics import PaperMetrics
-from xtask.training.resume import Scratch, StopRequest, describe_change, hashed_config, restore_rng, rng_state
+from xtask.training.resume import (Scratch, StopRequest, describe_change, hashed_config, restore_rng, run_config,
+                                   rng_state)
 
 XTASK = METHODS["xtask"]
 
@@ -332,7 +333,7 @@ def train(cfg: DatasetConfig, seed: int, data_dir: Path, out_dir: Path, *, scrat
         checkpoint.save(out_dir / "best.pt", {
             "model": best_model, "balancer": best_balancer, "config": dataclasses.asdict(cfg), "method": method.name,
             "seed": seed, "epoch": best["epoch"], "depth_kind": depth_kind, "amp": hw.amp,
-            "config_hash": scratch.digest})
+            "config_hash": scratch.digest, "run_config": run_config(scratch.config)})
         scratch.remove()
     last = history[-1] if history else {}
     return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"], "device": str(hw.device),
