@@ -24,7 +24,7 @@ from xtask.training.distributed import World, check_batch, setup, wrap
 from xtask.training.engine import build_model, combine, compute_terms, seed_everything
 from xtask.common.methods import METHODS, Method
 from xtask.common.errors import XTaskError
-from xtask.training.hardware import Hardware, resolve
+from xtask.training.hardware import Hardware, describe_device, resolve
 from xtask.training.protocol import protocol_of
 from xtask.common.metrics import PaperMetrics
 from xtask.training.resume import (Scratch, StopRequest, describe_change, hashed_config, restore_rng, run_config,
@@ -197,6 +197,9 @@ def train(cfg: DatasetConfig, seed: int, data_dir: Path, out_dir: Path, *, scrat
     check_batch(cfg.batch_size, world, f"{cfg.name}.batch_size")
     hw = dataclasses.replace(hw, device=setup(world, hw.device))
     progress = progress and world.is_main
+    if world.is_main:  # before any data or model: where the hours will go, in every log
+        print(describe_device(hw.device) + (f" x {world.size} processes" if world.distributed else ""),
+              file=sys.stderr, flush=True)
     seed_everything(seed)
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     train_split, val_split = PreparedSplit(data_dir, "train"), PreparedSplit(data_dir, "val")
