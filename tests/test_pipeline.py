@@ -1,6 +1,7 @@
 """The whole DVC pipeline, end to end, on a tiny synthetic config in a temporary copy of the repo."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -215,4 +216,23 @@ def test_seeds_trained_under_two_alphas_are_two_rows_of_the_report(repo, tmp_pat
     finally:
         seed1.unlink(missing_ok=True)
         for folder in ("models/synthetic/xtask/seed1", "dvclive/synthetic/xtask/seed1"):
+            shutil.rmtree(repo / folder, ignore_errors=True)
+
+
+def test_the_train_stage_prints_its_device_and_one_line_per_epoch_without_a_terminal(repo):
+    # stderr is a pipe here, as under `dvc queue logs`, CI or `docker logs`: the progress bars are off
+    try:
+        r = _run([sys.executable, "-m", "pipeline.train", "synthetic", "--seed", "3", "--device", "cpu",
+                  *PATHS.format(3).split()], repo)
+        assert r.returncode == 0, r.stderr[-3000:]
+        lines = r.stderr.splitlines()
+        assert re.fullmatch(r"device: cpu \(\d+ threads\)", lines[0]), lines
+        epochs = [line for line in lines if " epoch " in line]
+        assert len(epochs) == TINY["epochs"], lines
+        for n, line in enumerate(epochs, 1):
+            assert re.fullmatch(rf"synthetic xtask seed 3 epoch {n}/{TINY['epochs']} train \d+\.\d{{4}} val \d+\.\d{{4}} "
+                                r"miou 0\.\d{3} abs_err \d\.\d{4} \d+\.\ds ETA \d+[smh]\S*", line), line
+        assert epochs[-1].endswith("ETA 0s")
+    finally:
+        for folder in ("models/synthetic/xtask/seed3", "dvclive/synthetic/xtask/seed3"):
             shutil.rmtree(repo / folder, ignore_errors=True)
