@@ -157,3 +157,20 @@ def test_the_checks_can_fail():
         "pipeline.report: required option --metrics missing"]
     assert commands("A=1 make repro && dvc dag  # a comment\nx \\\n  y") == [["A=1", "make", "repro"],
                                                                               ["dvc", "dag"], ["x", "y"]]
+
+
+def test_the_venv_is_activated_before_the_readmes_first_bare_dvc_command():
+    text = (ROOT / "README.md").read_text()
+    activate = text.find("source .venv/bin/activate")
+    first_dvc = min(text.find(body) for _, _, body in MARKED if any(
+        _strip_env(cmd)[:1] == ["dvc"] for cmd in commands(body)) and body in text)
+    assert 0 <= activate < first_dvc
+
+
+def test_the_readmes_first_screen_says_what_never_ran():
+    # before the first section: what a reader sees before deciding to try it
+    first_screen = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    never = first_screen.split("Never run", 1)[1]
+    for what in ("Cityscapes", "NYUv2", "CUDA", "Docker build", "several GPUs", "GitHub workflow"):
+        assert what in never, what
+    assert "Intel Xeon" in first_screen and "AMD EPYC" in first_screen and "synthetic" in first_screen
