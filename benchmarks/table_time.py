@@ -4,10 +4,12 @@ Work per run = training images x 3 x forward FLOPs (a training step costs 3 forw
 214.4 / 71.5 and 726.6 / 242.4 in benchmarks/README.md) + validation images x forward FLOPs, every epoch.
 Forward FLOPs are counted here with torch's FlopCounterMode on the meta device (no compute: XTask's come
 out as the 71.5 and 242.4 GFLOPs pipeline.bench measured). The throughput is an *assumption* (no GPU was
-at hand): --tflops per GPU, shared equally by the jobs on it. Runs are queued longest first, as
+at hand): --tflops per GPU, shared equally by the jobs on it. The default, 15 and 50 TFLOP/s, is the fp32
+range docs/gpus.md plans with; the first assumption, 100 fp32 and 200 bf16, is likely several times too
+optimistic for the paper's small batches. Runs are queued longest first, as
 docs/gpus.md queues them, and each takes the least-loaded GPU with a free slot (xtask/runtime/gpu_slots.py).
 
-    python benchmarks/table_time.py --tflops 100 --gpus 1 8 --jobs-per-gpu 1 2 3 --job-fraction 0.5
+    python benchmarks/table_time.py --tflops 15 50 --gpus 1 8 --jobs-per-gpu 1 2 3 --job-fraction 0.5
 """
 from __future__ import annotations
 
@@ -61,8 +63,9 @@ def makespan(work: list[float], gpus: int, per_gpu: int, tflops: float, job_tflo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tflops", type=float, nargs="+", default=[100.0, 200.0],
-                        help="assumed sustained TFLOP/s per GPU (default: 100 fp32/TF32, 200 bf16)")
+    parser.add_argument("--tflops", type=float, nargs="+", default=[15.0, 50.0],
+                        help="assumed sustained TFLOP/s per GPU (default: 15 and 50, the fp32/TF32 range to plan "
+                             "with; docs/gpus.md)")
     parser.add_argument("--job-fraction", type=float, default=1.0,
                         help="the share of --tflops one run alone sustains (assumed; default 1: one run fills a GPU)")
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 8])

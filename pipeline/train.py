@@ -11,6 +11,7 @@ from dvclive import Live
 from xtask.common.methods import get_method
 from xtask.runtime.launch import exec_if_needed
 from xtask.training.distributed import teardown, world_from_env
+from xtask.training.hardware import require_device
 from xtask.training.train import SAVE_EVERY_S, train
 
 from .cli import dataset_config, dataset_parser, path_arg, run
@@ -30,6 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     params, cfg = dataset_config(args)
     exec_if_needed(params.launch, sys.argv[1:])  # params.yaml `launch`: docker or torchrun take over here
+    # here, where training runs (inside the container, not on its host): a cuda run never falls to the CPU
+    require_device(args.device or cfg.device,
+                   "--device" if args.device else f"params.yaml: {cfg.name}.device")
     world = world_from_env()
     method = get_method(args.method)
     try:

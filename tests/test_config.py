@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -121,3 +122,32 @@ def test_corrections_add_to_protocol_original_only():
     raw["nyu"]["protocol"] = "corrected"
     with pytest.raises(XTaskError, match=r"nyu.corrections: expected \[\] unless protocol is original"):
         parse_params(raw)
+
+
+def test_numbers_as_dvc_writes_them_and_as_users_write_them_are_numbers(tmp_path):
+    # `dvc exp run -S nyu.lr=0.00005` rewrites params.yaml through this very function (DVC's -S path),
+    # which writes `lr: 5e-05` and a bare `amp: off`; YAML 1.1 would read the first as a string
+    from dvc.utils.hydra import apply_overrides
+    params = tmp_path / "params.yaml"
+    params.write_text(Path("params.yaml").read_text())
+    apply_overrides(params, ["nyu.lr=0.00005", "nyu.amp=off", "nyu.channels_last=on", "cityscapes.lr=0.001"])
+    text = params.read_text()
+    assert "lr: 5e-05" in text and "amp: off\n" in text and "channels_last: on\n" in text
+    p = load_params(params)
+    assert p.dataset("nyu").lr == 5e-05 and p.dataset("cityscapes").lr == 0.001
+    assert (p.dataset("nyu").amp, p.dataset("nyu").channels_last) == ("off", "on")
+    # by hand: an exponent without a dot, and the booleans YAML 1.1 made of on/off, written as such
+    params.write_text(text.replace("lr: 5e-05", "lr: 1e-3").replace("amp: off\n", "amp: false\n", 1))
+    p = load_params(params)
+    assert p.dataset("nyu").lr == 1e-3 and isinstance(p.dataset("nyu").lr, float)
+    assert p.dataset("synthetic").amp == "off"
+
+
+def test_bad_yaml_is_one_line_with_its_line_number(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("run: [synthetic]\nseeds: [0]\nsynthetic:\n  lr: [0.1\n")
+    with pytest.raises(XTaskError, match=r"^.*params.yaml: not valid YAML at line \d+$"):
+        load_params(bad)
+    bad.write_text("run: [synthetic]\nseeds: [0]\nseeds: [1]\n")
+    with pytest.raises(XTaskError, match=r"params.yaml: not valid YAML at line 3"):
+        load_params(bad)

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from xtask.common.config import STAGE_KEYS
+from xtask.evaluation.identity import EVALUATE_CODE
 from xtask.training.resume import TRAIN_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,6 +113,10 @@ def test_runtime_keys_are_no_stage_dependency():
 
 def test_the_resume_state_hashes_the_code_the_train_stage_depends_on():
     assert sorted(TRAIN_CODE) == sorted(_code_deps(STAGES["train"]))
+
+
+def test_the_metrics_config_id_hashes_the_code_the_evaluate_stage_depends_on():
+    assert sorted(EVALUATE_CODE) == sorted(_code_deps(STAGES["evaluate"]))
 
 
 def test_the_closure_sees_through_relative_and_package_imports(tmp_path):

@@ -2,7 +2,8 @@
 
 A fenced ```bash block right after a line `<!-- runnable -->` is a promise that it runs as written on a
 set-up checkout: every such block must be valid bash, and every `make` target, `python -m pipeline.X`
-module with its options and `dvc` subcommand it names must exist. A block after `<!-- runnable: cheap -->`
+(or `torchrun ... -m pipeline.X`) module with its options and `dvc` subcommand it names must exist, and
+a module's required options must be there. A block after `<!-- runnable: cheap -->`
 is also run here, in the repository (read-only commands only), and must exit 0.
 """
 import re
@@ -67,6 +68,30 @@ def _dvc_ok(sub: tuple[str, ...]) -> bool:
     return r.returncode == 0
 
 
+def required_options(help_text: str) -> list[str]:
+    """The options argparse's usage line shows outside brackets: the required ones."""
+    usage = help_text.split("\n\n", 1)[0]
+    previous = None
+    while previous != usage:  # innermost brackets first: [--a [--b]] goes whole
+        previous, usage = usage, re.sub(r"\[[^\[\]]*\]", "", usage)
+    return re.findall(r"(?<!\S)--[\w-]+", usage)
+
+
+def _module_problems(module: str, args: list[str]) -> list[str]:
+    text = _help(module)
+    given = {w.split("=")[0] for w in args if w.startswith("--")}
+    return ([f"{module}: option {w} not in its --help" for w in args if w.startswith("--") and w.split("=")[0] not in text]
+            + [f"{module}: required option {o} missing" for o in required_options(text) if o not in given])
+
+
+def _torchrun_module(cmd: list[str]) -> int | None:
+    """The index of `-m` in ``torchrun ... -m pipeline.X ...`` (None without one)."""
+    for i, w in enumerate(cmd[1:-1], 1):
+        if w == "-m" and cmd[i + 1].startswith("pipeline."):
+            return i
+    return None
+
+
 def _make_targets() -> set[str]:
     return set(re.findall(r"^([A-Za-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
 
@@ -81,9 +106,10 @@ def problems(cmd: list[str]) -> list[str]:
         missing = [t for t in cmd[1:] if not t.startswith("-") and "=" not in t and t not in _make_targets()]
         return [f"make target {t!r} not in the Makefile" for t in missing]
     if prog in ("python", "python3") and cmd[1:2] == ["-m"] and cmd[2].startswith("pipeline."):
-        text = _help(cmd[2])
-        return [f"{cmd[2]}: option {w} not in its --help" for w in cmd[3:]
-                if w.startswith("--") and w.split("=")[0] not in text]
+        return _module_problems(cmd[2], cmd[3:])
+    if prog == "torchrun" and _torchrun_module(cmd) is not None:
+        i = _torchrun_module(cmd)
+        return _module_problems(cmd[i + 1], cmd[i + 2:])
     if prog == "dvc":
         sub = tuple(w for w in cmd[1:3] if not w.startswith("-"))[:2]
         if not (_dvc_ok(sub) or _dvc_ok(sub[:1])):
@@ -118,8 +144,33 @@ def test_a_cheap_block_runs(page, body):
 
 def test_the_checks_can_fail():
     assert problems(["make", "no-such-target"]) == ["make target 'no-such-target' not in the Makefile"]
-    assert problems(["python", "-m", "pipeline.report", "--no-such-option"]) == [
-        "pipeline.report: option --no-such-option not in its --help"]
+    assert problems(["python", "-m", "pipeline.report", "--metrics", "m", "--md", "a", "--csv", "b", "--summary", "c",
+                     "--no-such-option"]) == ["pipeline.report: option --no-such-option not in its --help"]
     assert problems(["dvc", "no-such-command"]) == ["dvc no-such-command: not a dvc command"]
+    # torchrun's own options are its own; the module's come after `-m pipeline.X`, required ones included
+    assert problems(["torchrun", "--nproc_per_node", "2", "-m", "pipeline.train", "synthetic", "--data", "d",
+                     "--out", "o"]) == ["pipeline.train: required option --live missing"]
+    assert problems(["torchrun", "--nproc_per_node", "2", "-m", "pipeline.train", "synthetic", "--data", "d",
+                     "--out", "o", "--live", "l", "--no-such-option"]) == [
+        "pipeline.train: option --no-such-option not in its --help"]
+    assert problems(["python", "-m", "pipeline.report", "--md", "a", "--csv", "b", "--summary", "c"]) == [
+        "pipeline.report: required option --metrics missing"]
     assert commands("A=1 make repro && dvc dag  # a comment\nx \\\n  y") == [["A=1", "make", "repro"],
                                                                               ["dvc", "dag"], ["x", "y"]]
+
+
+def test_the_venv_is_activated_before_the_readmes_first_bare_dvc_command():
+    text = (ROOT / "README.md").read_text()
+    activate = text.find("source .venv/bin/activate")
+    first_dvc = min(text.find(body) for _, _, body in MARKED if any(
+        _strip_env(cmd)[:1] == ["dvc"] for cmd in commands(body)) and body in text)
+    assert 0 <= activate < first_dvc
+
+
+def test_the_readmes_first_screen_says_what_never_ran():
+    # before the first section: what a reader sees before deciding to try it
+    first_screen = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    never = first_screen.split("Never run", 1)[1]
+    for what in ("Cityscapes", "NYUv2", "CUDA", "Docker build", "several GPUs", "GitHub workflow"):
+        assert what in never, what
+    assert "Intel Xeon" in first_screen and "AMD EPYC" in first_screen and "synthetic" in first_screen

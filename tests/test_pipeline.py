@@ -1,6 +1,7 @@
 """The whole DVC pipeline, end to end, on a tiny synthetic config in a temporary copy of the repo."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,8 @@ def test_repro_writes_metrics_report_and_lock(repo):
         assert {"miou", "pix_acc", "abs_err", "rel_err"} <= set(m[family])
         assert 0 <= m[family]["miou"] <= 100 and 0 <= m[family]["pix_acc"] <= 100
     assert m["baseline_mean_depth"]["paper_abs_err"] > 0
+    # the run config that decided it, seed aside: what the report groups seeds by
+    assert len(m["config_id"]) == 16 and m["config"]["alpha"] == 0.01 and "seed" not in m["config"]
     table = (repo / "metrics/results.md").read_text()
     assert "## synthetic" in table and "XTask (Ours)" in table and "this pipeline" in table
     assert "66.51" in table and "30.31" in table  # the original README's rows
@@ -174,3 +177,62 @@ def test_nproc_per_node_makes_the_train_stage_run_under_torchrun(repo, tmp_path)
     assert (repo / "models/synthetic/xtask/seed7/best.pt").is_file()
     live = json.loads((repo / "dvclive/synthetic/xtask/seed7/metrics.json").read_text())
     assert live["step"] == TINY["epochs"] - 1
+
+
+def test_seeds_trained_under_two_alphas_are_two_rows_of_the_report(repo, tmp_path):
+    # the issue's scenario through the stages themselves: seed 0 is the repo's run (alpha 0.01); seed 1 is
+    # trained and evaluated with alpha 0.02. Two rows of one seed each, never one row of n=2.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["synthetic"]["alpha"], params["seeds"] = 0.02, [0, 1]
+    other = tmp_path / "params.yaml"
+    other.write_text(yaml.safe_dump(params, sort_keys=False))
+    seed1 = repo / "metrics/synthetic/xtask/seed1.json"
+    out = {name: tmp_path / name for name in ("results.md", "results.csv", "summary.json")}
+    try:
+        for cmd in (["pipeline.train", "synthetic", "--seed", "1", "--params", str(other), "--no-progress",
+                     *PATHS.format(1).split()],
+                    ["pipeline.evaluate", "synthetic", "--seed", "1", "--params", str(other), "--no-progress",
+                     "--data", "data/prepared/synthetic", "--checkpoint", "models/synthetic/xtask/seed1/best.pt",
+                     "--out", str(seed1.relative_to(repo))],
+                    ["pipeline.report", "--metrics", "metrics", "--params", str(other),
+                     *(f"--{p.suffix[1:] if p.suffix != '.json' else 'summary'}={p}" for p in out.values())]):
+            r = _run([sys.executable, "-m", *cmd], repo)
+            assert r.returncode == 0, r.stderr[-3000:]
+        m0 = json.loads((repo / "metrics/synthetic/xtask/seed0.json").read_text())
+        m1 = json.loads(seed1.read_text())
+        assert m0["config_id"] != m1["config_id"] and (m0["config"]["alpha"], m1["config"]["alpha"]) == (0.01, 0.02)
+        summary = json.loads(out["summary.json"].read_text())["synthetic"]["xtask"]
+        assert sorted(summary) == sorted(f"original@{m['config_id'][:8]}" for m in (m0, m1))
+        assert [v["paper"]["miou"]["n"] for v in summary.values()] == [1, 1]
+        md = out["results.md"].read_text()
+        assert f"config {m0['config_id'][:8]}: alpha 0.01 | paper (per-image) | 1 (0) |" in md
+        assert f"config {m1['config_id'][:8]}: alpha 0.02 | paper (per-image) | 1 (1) |" in md
+        # the committed params (seeds [0]): seed 1's file is named as ignored, seed 0 alone counts
+        r = _run([sys.executable, "-m", "pipeline.report", "--metrics", "metrics", "--md", str(out["results.md"]),
+                  "--csv", str(out["results.csv"]), "--summary", str(out["summary.json"])], repo)
+        assert r.returncode == 0 and r.stderr == f"{Path('metrics/synthetic/xtask/seed1.json')}: ignored: seed 1 is " \
+            "not in params.yaml seeds [0]\n", r.stderr
+        assert json.loads(out["summary.json"].read_text())["synthetic"]["xtask"]["original"]["paper"]["miou"]["n"] == 1
+    finally:
+        seed1.unlink(missing_ok=True)
+        for folder in ("models/synthetic/xtask/seed1", "dvclive/synthetic/xtask/seed1"):
+            shutil.rmtree(repo / folder, ignore_errors=True)
+
+
+def test_the_train_stage_prints_its_device_and_one_line_per_epoch_without_a_terminal(repo):
+    # stderr is a pipe here, as under `dvc queue logs`, CI or `docker logs`: the progress bars are off
+    try:
+        r = _run([sys.executable, "-m", "pipeline.train", "synthetic", "--seed", "3", "--device", "cpu",
+                  *PATHS.format(3).split()], repo)
+        assert r.returncode == 0, r.stderr[-3000:]
+        lines = r.stderr.splitlines()
+        assert re.fullmatch(r"device: cpu \(\d+ threads\)", lines[0]), lines
+        epochs = [line for line in lines if " epoch " in line]
+        assert len(epochs) == TINY["epochs"], lines
+        for n, line in enumerate(epochs, 1):
+            assert re.fullmatch(rf"synthetic xtask seed 3 epoch {n}/{TINY['epochs']} train \d+\.\d{{4}} val \d+\.\d{{4}} "
+                                r"miou 0\.\d{3} abs_err \d\.\d{4} \d+\.\ds ETA \d+[smh]\S*", line), line
+        assert epochs[-1].endswith("ETA 0s")
+    finally:
+        for folder in ("models/synthetic/xtask/seed3", "dvclive/synthetic/xtask/seed3"):
+            shutil.rmtree(repo / folder, ignore_errors=True)

@@ -1,4 +1,5 @@
 """The results table: aggregation over seeds, delta_m, rendering, the reported rows."""
+import hashlib
 import json
 import math
 
@@ -12,10 +13,21 @@ from xtask.reporting.report import (REPORTED, collect, delta_m, results_table, s
 SEG_KEYS = ("miou", "pix_acc")
 
 
+def configured(m, **changes):
+    """``m`` with its run config changed (protocol too, when given) and its config id to match, as the
+    evaluate stage writes them (xtask/evaluation/identity.py)."""
+    config = {**m["config"], **changes}
+    m["protocol"] = config["protocol"]
+    m["config"] = config
+    m["config_id"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return m
+
+
 def _metrics(dataset, method, seed, miou=55.0, pix=90.0, abs_err=0.012, rel=0.2):
     """A metrics JSON as the evaluate stage writes it; stl methods carry only their own task."""
     m = {"dataset": dataset, "method": method, "seed": seed, "best_epoch": 10, "val_images": 500,
          "depth_unit": "inverse_depth", "amp": "off", "protocol": "original",
+         "config": {"dataset": dataset, "method": method, "protocol": "original", "alpha": 0.01, "code": "c0de"},
          "paper": {"miou": miou, "pix_acc": pix, "abs_err": abs_err, "rel_err": rel},
          "standard": {"miou": miou + 5, "pix_acc": pix + 0.5, "abs_err": abs_err * 1.1, "rel_err": rel * 1.1,
                       "rmse": abs_err * 2, "delta1": 0.8, "delta2": 0.9, "delta3": 0.95},
@@ -30,7 +42,7 @@ def _metrics(dataset, method, seed, miou=55.0, pix=90.0, abs_err=0.012, rel=0.2)
         for family in ("paper", "standard"):
             m[family] = {k: v for k, v in m[family].items() if k not in SEG_KEYS}
         del m["standard_iou_per_class"]
-    return m
+    return configured(m)
 
 
 # cityscapes: 3 xtask seeds, 2 of mtl and of each single-task method; nyu: one xtask seed;
@@ -247,8 +259,7 @@ def test_within_two_std_is_two_std(tmp_path):
 
 def test_runs_of_each_protocol_are_rows_of_their_own(tmp_path):
     for seed, protocol, miou in ((0, "original", 50.0), (1, "original", 52.0), (2, "corrected", 60.0)):
-        m = _metrics("synthetic", "xtask", seed, miou=miou)
-        m["protocol"] = protocol
+        m = configured(_metrics("synthetic", "xtask", seed, miou=miou), protocol=protocol)
         write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", m)
     table = results_table(collect(tmp_path))
     ours = table[table["source"] == "reproduced"].set_index("protocol")
@@ -286,11 +297,60 @@ def test_the_summary_holds_the_tables_numbers_under_seed_free_keys(metrics_dir):
 
 def test_the_summary_keeps_protocols_apart_and_refuses_nan(tmp_path):
     for seed, protocol in ((0, "original"), (1, "corrected")):
-        m = _metrics("synthetic", "xtask", seed)
-        m["protocol"] = protocol
+        m = configured(_metrics("synthetic", "xtask", seed), protocol=protocol)
         write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", m)
     s = summary(results_table(collect(tmp_path)))
     assert set(s["synthetic"]["xtask"]) == {"original", "corrected"}
     assert summary(results_table(collect(tmp_path / "none"))) == {}
     with pytest.raises(ValueError):
         summary_json({"x": float("nan")})
+
+
+def test_seeds_of_two_configs_are_two_rows_never_one_average(tmp_path):
+    # the issue's scenario: seed 0 trained with alpha 0.01, seed 1 with alpha 0.02
+    for seed, alpha, miou in ((0, 0.01, 50.0), (1, 0.02, 60.0)):
+        write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json",
+                   configured(_metrics("synthetic", "xtask", seed, miou=miou), alpha=alpha))
+    table = results_table(collect(tmp_path, seeds=[0, 1]))
+    ours = table[table["source"] == "reproduced"]
+    assert list(ours["n_seeds"]) == [1, 1] and list(ours["seeds"]) == ["0", "1"]
+    assert list(ours["paper_miou_mean"]) == [50.0, 60.0]
+    assert list(ours["config_differs"]) == ["alpha 0.01", "alpha 0.02"]
+    md = to_markdown(table)
+    ids = list(ours["config_id"])
+    assert f"| xtask | reproduced, protocol original, config {ids[0][:8]}: alpha 0.01 | paper (per-image) | 1 (0) " \
+           "| 50.00 |" in md
+    assert f"config {ids[1][:8]}: alpha 0.02 | paper (per-image) | 1 (1) | 60.00 |" in md
+    s = summary(table)["synthetic"]["xtask"]
+    assert sorted(s) == sorted(f"original@{i[:8]}" for i in ids)
+    assert {v["paper"]["miou"]["n"] for v in s.values()} == {1}
+    # one config again: the plain protocol key, one row of n=2
+    write_json(tmp_path / "synthetic" / "xtask" / "seed1.json",
+               configured(_metrics("synthetic", "xtask", 1, miou=60.0), alpha=0.01))
+    s = summary(results_table(collect(tmp_path, seeds=[0, 1])))["synthetic"]["xtask"]
+    assert list(s) == ["original"] and s["original"]["paper"]["miou"]["n"] == 2
+
+
+def test_files_of_other_seeds_or_without_a_config_id_are_named_and_not_counted(tmp_path):
+    folder = tmp_path / "cityscapes" / "xtask"
+    for seed in (0, 1, 2):
+        write_json(folder / f"seed{seed}.json", _metrics("cityscapes", "xtask", seed, miou=50.0 + seed))
+    old = _metrics("cityscapes", "xtask", 3, miou=99.0)
+    del old["config_id"], old["config"]  # evaluated before metrics named their config
+    write_json(folder / "seed3.json", old)
+    runs = collect(tmp_path, seeds=[0, 1, 3])
+    assert sorted(runs["seed"]) == [0, 1]
+    assert [(p.split("/")[-1], why.split(" (")[0]) for p, why in runs.attrs["ignored"]] == [
+        ("seed2.json", "seed 2 is not in params.yaml seeds [0, 1, 3]"), ("seed3.json", "no config_id")]
+    table = results_table(runs)
+    assert _row(table, "cityscapes", "xtask")["n_seeds"] == 2
+    md = to_markdown(table)
+    ignored = md.split("## Ignored files\n", 1)[1]
+    assert f"`{folder / 'seed2.json'}`: seed 2 is not in params.yaml seeds [0, 1, 3]" in ignored
+    assert f"`{folder / 'seed3.json'}`: no config_id" in ignored
+    # a config id without its config is no file of the evaluate stage
+    bad = _metrics("cityscapes", "xtask", 0)
+    del bad["config"]
+    write_json(folder / "seed0.json", bad)
+    with pytest.raises(XTaskError, match="seed0.json: not a metrics JSON .*'config_id' string and a 'config' object"):
+        collect(tmp_path)

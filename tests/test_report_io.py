@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from xtask.reporting.report import collect
 
 def _metrics(seed, miou):
     return {"dataset": "synthetic", "method": "xtask", "seed": seed, "protocol": "original",
+            "config_id": "0123456789abcdef", "config": {"alpha": 0.01},
             "paper": {"miou": miou, "pix_acc": 90.0, "abs_err": 0.02, "rel_err": 0.25},
             "standard": {"miou": miou - 1, "pix_acc": 91.0, "abs_err": 0.021, "rel_err": 0.26, "rmse": 0.03,
                          "delta1": 0.8, "delta2": 0.9, "delta3": 0.95},
@@ -21,8 +23,11 @@ def _metrics(seed, miou):
 def test_report_stage_writes_both_files_and_keeps_them_on_a_bad_input(tmp_path, monkeypatch):
     for seed, miou in ((0, 55.0), (1, 57.0)):
         write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", _metrics(seed, miou))
+    params = tmp_path / "params.yaml"
+    params.write_text(Path("params.yaml").read_text().replace("\nseeds: [0]\n", "\nseeds: [0, 1, 2]\n"))
     monkeypatch.setattr(sys, "argv", ["report", "--metrics", str(tmp_path), "--md", str(tmp_path / "results.md"),
-                                      "--csv", str(tmp_path / "results.csv"), "--summary", str(tmp_path / "summary.json")])
+                                      "--csv", str(tmp_path / "results.csv"), "--summary", str(tmp_path / "summary.json"),
+                                      "--params", str(params)])
     with pytest.raises(SystemExit) as done:
         run(report_stage.main)  # as `python -m pipeline.report` runs it
     assert done.value.code == 0
@@ -68,3 +73,18 @@ def test_atomic_path_replaces_a_directory(tmp_path):
             (tmp / "f").write_text(value)
     assert (target / "f").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
+
+
+def test_report_stage_names_the_files_it_ignored_on_stderr(tmp_path, monkeypatch, capsys):
+    for seed in (0, 4):  # params.yaml: seeds [0]; seed 4 is left from an earlier, longer list
+        write_json(tmp_path / "synthetic" / "xtask" / f"seed{seed}.json", _metrics(seed, 55.0))
+    monkeypatch.setattr(sys, "argv", ["report", "--metrics", str(tmp_path), "--md", str(tmp_path / "results.md"),
+                                      "--csv", str(tmp_path / "results.csv"), "--summary", str(tmp_path / "summary.json")])
+    with pytest.raises(SystemExit) as done:
+        run(report_stage.main)
+    assert done.value.code == 0
+    seed4 = tmp_path / "synthetic" / "xtask" / "seed4.json"
+    assert capsys.readouterr().err == f"{seed4}: ignored: seed 4 is not in params.yaml seeds [0]\n"
+    assert json.loads((tmp_path / "summary.json").read_text())["synthetic"]["xtask"]["original"]["paper"]["miou"][
+        "n"] == 1
+    assert f"- `{seed4}`: seed 4 is not in params.yaml seeds [0]" in (tmp_path / "results.md").read_text()

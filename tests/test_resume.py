@@ -110,8 +110,10 @@ def test_sigterm_saves_at_a_step_and_resumes(prepared, reference, tmp_path):
     repo = _copy(prepared, tmp_path / "repo")
     r = _start_and_signal(repo, signal.SIGTERM)
     assert r.returncode == 1
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "stopped by signal 15" in lines[0] and "to resume" in lines[0]
+    *progress, last = r.stderr.strip().splitlines()
+    assert "stopped by signal 15" in last and "to resume" in last and last.startswith("error: ")
+    # before it only the progress lines: the device, then one line per finished epoch
+    assert progress[0].startswith("device: cpu") and all(" epoch " in line for line in progress[1:]), progress
     assert "Traceback" not in r.stderr
     state = _state(repo)
     assert not state["finished"] and state["step"] > 0  # saved at the step the signal arrived

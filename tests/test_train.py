@@ -215,3 +215,13 @@ def test_fp32_means_fp32_unless_tf32_is_asked_for(tiny, tf32, precision):
         assert torch.backends.cuda.matmul.fp32_precision == precision
     finally:
         torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = before
+
+
+def test_an_epoch_line_reads_at_a_glance():
+    from xtask.training.train import epoch_line
+    assert epoch_line("cityscapes xtask seed 0", 3, 250, 0.41234, 0.39811, {"miou": 0.4121, "abs_err": 0.01534},
+                      12.34, 3000) == ("cityscapes xtask seed 0 epoch 3/250 train 0.4123 val 0.3981 miou 0.412 "
+                                       "abs_err 0.0153 12.3s ETA 50m")
+    # a single-task net has one task's scores; hours and minutes past the hour
+    assert epoch_line("nyu stl_depth seed 1", 1, 100, 1.0, 2.0, {"abs_err": 0.6}, 65.0, 3 * 3600 + 5 * 60) == \
+        "nyu stl_depth seed 1 epoch 1/100 train 1.0000 val 2.0000 abs_err 0.6000 65.0s ETA 3h05m"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from xtask.common.errors import XTaskError
 from xtask.common.labels import IGNORE_INDEX
@@ -178,7 +178,8 @@ def _bool(key, v):
 
 def _choice(key, v, choices):
     if isinstance(v, bool) and ("on" if v else "off") in choices:
-        v = "on" if v else "off"  # YAML 1.1 reads a bare on/off as true/false (and so writes DVC's -S)
+        # true/false where on/off are the choices: what a YAML 1.1 writer (PyYAML) makes of a bare on/off
+        v = "on" if v else "off"
     if v not in choices:
         raise _fail(key, f"one of {list(choices)}", v)
     return v
@@ -328,14 +329,25 @@ def parse_params(raw: Any) -> Params:
                   methods=_methods(raw.get("methods", ["xtask"])), launch=parse_launch(raw.get("launch")))
 
 
+# YAML 1.2, as DVC writes params.yaml: `dvc exp run -S nyu.lr=0.00005` writes `lr: 5e-05`, which YAML 1.1
+# (PyYAML) reads as a string; 1.2 reads it, and a hand-written `1e-3`, as a number (treeverse/dvc#8466).
+# A bare on/off is the string it looks like. The safe loader builds plain values only, and rejects
+# duplicate keys (a second `seeds:` would otherwise win silently).
+_YAML = YAML(typ="safe", pure=True)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise XTaskError(f"{path}: not found (run from the repository root)")
+    return parse_params(read_yaml(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """params.yaml's plain values, read as DVC writes them (YAML 1.2, above); bad YAML is one line."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        return _YAML.load(Path(path).read_text())
+    except YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
         raise XTaskError(f"{path}: not valid YAML{where}") from None
-    return parse_params(raw)

@@ -23,6 +23,7 @@ from xtask.common.io import atomic_path
 from xtask.training.hardware import Hardware, resolve
 from xtask.common.methods import METHODS, Method
 from xtask.common.metrics import PaperMetrics, ShuffledBatchDepth, StandardMetrics
+from xtask.evaluation.identity import identity
 from xtask.evaluation.weights import trained_model
 
 PERCENT = ("miou", "pix_acc")
@@ -117,6 +118,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
         "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,
         "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val),
         "depth_unit": meta["depth_kind"], "amp": hw.amp, "protocol": protocol_of(cfg).name,
+        **identity(weights, cfg),  # config_id, config: which seeds the report may average
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
     }

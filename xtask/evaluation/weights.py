@@ -52,6 +52,8 @@ class Weights(NamedTuple):
     seed: Optional[int]
     epoch: Optional[int]
     method: str = "xtask"                # the original's model.pth is always an XTask network
+    run_config: Optional[dict[str, Any]] = None  # what decided the run, seed aside (resume.run_config); None:
+    # the original's model.pth, or a best.pt written before checkpoints carried it
 
 
 def _is_original(obj: Any) -> bool:
@@ -143,8 +145,10 @@ def load_weights(path: str | Path, cfg: DatasetConfig) -> Weights:
         method = payload.get("method", "xtask")
         if method not in METHODS:
             raise XTaskError(f"{path}: method {method!r} is none of {list(METHODS)}")
+        run = payload.get("run_config")
         return Weights(dict(payload["model"]), "xtask", dict(payload["config"]),
-                       None if seed is None else int(seed), None if epoch is None else int(epoch), method)
+                       None if seed is None else int(seed), None if epoch is None else int(epoch), method,
+                       dict(run) if isinstance(run, Mapping) else None)
     state = original_state(payload)
     if state is None:
         raise XTaskError(f"{path}: not a model checkpoint: expected {EXPECTED}, got {_describe(payload)}")

@@ -3,6 +3,10 @@
 Three pure steps: ``collect`` reads every ``metrics/<dataset>/<method>/seed<k>.json`` into one row
 per run, ``results_table`` aggregates the runs over seeds (mean, sample std, delta_m) and puts the
 reported rows before them (this frame is results.csv), ``to_markdown`` renders it (results.md).
+
+Only seeds of one run config are averaged: each file names its config (``config_id``, ``config``:
+xtask/evaluation/identity.py), and runs of another config are a row of their own that says what differs.
+A file of a seed not in params' ``seeds``, or without a config id, is ignored and named (``ignored``).
 ``summary`` takes the same frame's reproduced rows into the seed-independent summary.json (DVC's metric).
 """
 from __future__ import annotations
@@ -53,7 +57,10 @@ BASELINES = ("paper_abs_err", "standard_abs_err")  # keys of baseline_mean_depth
 METRICS = [f"{family}_{m}" for family, names in FAMILIES.items() for m in names]
 COLUMNS = (["dataset", "method", "source", "protocol", "n_seeds", "seeds", "rel_err_scale"]
            + [f"{c}_{stat}" for c in METRICS for stat in ("mean", "std")]
-           + ["delta_m", "delta_m_std", "baseline_paper_abs_err", "baseline_standard_abs_err"])
+           + ["delta_m", "delta_m_std", "baseline_paper_abs_err", "baseline_standard_abs_err",
+              "config_id", "config_differs"])
+SHORT_ID = 8  # of a config id, where a table or a summary key names it
+DIFFERS_SHOWN = 4  # differing keys named in a row; the CSV's config_id leads to the rest
 SEED_FILE = re.compile(r"seed(\d+)\.json")
 MINUS = "\u2212"
 
@@ -92,8 +99,12 @@ def _read_run(path: Path, dataset: str, method: str, seed: int) -> dict[str, Any
     if not isinstance(protocol, str) or not protocol:
         raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage (no 'protocol' it was trained "
                          "under); rerun the evaluate stage")
+    config_id, config = m.get("config_id"), m.get("config")
+    if not isinstance(config_id, str) or not config_id or not isinstance(config, dict):
+        raise XTaskError(f"{path}: not a metrics JSON written by the evaluate stage (a 'config_id' string and a "
+                         "'config' object expected)")
     row: dict[str, Any] = {"dataset": dataset, "method": method, "seed": seed, "path": str(path),
-                           "protocol": protocol}
+                           "protocol": protocol, "config_id": config_id, "config": config}
     for family in FAMILIES:
         scores = m.get(family)
         if not isinstance(scores, dict):
@@ -112,9 +123,21 @@ def _read_run(path: Path, dataset: str, method: str, seed: int) -> dict[str, Any
     return row
 
 
-def collect(metrics_dir: Path) -> pd.DataFrame:
-    """One row per ``<dataset>/<method>/seed<k>.json`` (other files there, e.g. images, are skipped)."""
-    rows, seen = [], {}
+def _unidentified(path: Path) -> bool:
+    """A metrics file from before files named their run config: nothing says which seeds it may join."""
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # _read_run names what is wrong with it
+    return isinstance(m, dict) and "config_id" not in m and "config" not in m
+
+
+def collect(metrics_dir: Path, seeds: Optional[Iterable[int]] = None) -> pd.DataFrame:
+    """One row per ``<dataset>/<method>/seed<k>.json`` (other files there, e.g. images, are skipped) of a
+    seed in ``seeds`` (None: every seed). The files left out, each with why, are ``.attrs["ignored"]``:
+    [(path, reason)]."""
+    rows, seen, ignored = [], {}, []
+    wanted = None if seeds is None else sorted(set(seeds))
     for path in sorted(Path(metrics_dir).glob("*/*/seed*.json")):
         match = SEED_FILE.fullmatch(path.name)
         if match is None or not path.is_file():
@@ -124,9 +147,20 @@ def collect(metrics_dir: Path) -> pd.DataFrame:
             raise XTaskError(f"{path}: seed {seed} of {dataset}/{method} is also in {seen[dataset, method, seed]}; "
                              "keep one")
         seen[dataset, method, seed] = path
+        if wanted is not None and seed not in wanted:
+            # left by an earlier, longer `seeds` list (or another experiment): not part of this table
+            ignored.append((str(path), f"seed {seed} is not in params.yaml seeds {wanted}"))
+            continue
+        if _unidentified(path):
+            ignored.append((str(path), "no config_id (evaluated before metrics named their run config); "
+                                       "rerun its evaluate stage"))
+            continue
         rows.append(_read_run(path, dataset, method, seed))
-    columns = ["dataset", "method", "seed", "path", "protocol"] + METRICS + [f"baseline_{k}" for k in BASELINES]
-    return pd.DataFrame(rows, columns=columns)
+    columns = (["dataset", "method", "seed", "path", "protocol", "config_id", "config"] + METRICS
+               + [f"baseline_{k}" for k in BASELINES])
+    runs = pd.DataFrame(rows, columns=columns)
+    runs.attrs["ignored"] = ignored
+    return runs
 
 
 def delta_m(scores: dict[str, float], baseline: dict[str, float]) -> float:
@@ -140,11 +174,12 @@ def delta_m(scores: dict[str, float], baseline: dict[str, float]) -> float:
 
 
 def _baseline(runs: pd.DataFrame) -> Optional[dict[str, float]]:
-    """The single-task rows' mean paper metrics of one dataset, or None without both (or with a zero)."""
+    """The single-task rows' mean paper metrics of one dataset, or None without both (or with a zero), or
+    where a single-task method has runs of several configs (which one is the baseline is then unsaid)."""
     base = {}
     for method in STL:
         part = runs[runs["method"] == method]
-        if part.empty:
+        if part.empty or part["config_id"].nunique() > 1:
             return None
         for k in _required(method, "paper"):
             base[k] = float(part[f"paper_{k}"].mean())
@@ -159,9 +194,26 @@ def _dataset_key(dataset: str) -> tuple[int, str]:
     return (DATASET_ORDER.index(dataset) if dataset in DATASET_ORDER else len(DATASET_ORDER), dataset)
 
 
+def _value(v: Any) -> str:
+    return json.dumps(v, default=str)
+
+
+def config_differences(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{config id: 'alpha 0.02, code "1a2b..."'}: each config's values of the keys on which the configs
+    differ (up to DIFFERS_SHOWN keys); '' for a lone config."""
+    if len(configs) < 2:
+        return {cid: "" for cid in configs}
+    keys = sorted({k for c in configs.values() for k in c})
+    differ = [k for k in keys if len({_value(c.get(k)) for c in configs.values()}) > 1]
+    more = f" (+{len(differ) - DIFFERS_SHOWN} more keys)" if len(differ) > DIFFERS_SHOWN else ""
+    return {cid: ", ".join(f"{k} {_value(c.get(k))}" for k in differ[:DIFFERS_SHOWN]) + more
+            for cid, c in configs.items()}
+
+
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, method, protocol): the seeds, mean and sample std (ddof=1; NaN for one seed) of every
-    metric, and for multi-task methods delta_m against the same dataset's single-task means.
+    """Per (dataset, method, protocol, config id): the seeds, mean and sample std (ddof=1; NaN for one seed) of
+    every metric, and for multi-task methods delta_m against the same dataset's single-task means. Runs of
+    several configs of one method and protocol are rows of their own, each saying what differs.
 
     AbsRel is scaled as the dataset's table prints it. delta_m is the mean over seeds of each seed's
     delta_m against the fixed baseline means, which equals the delta_m of the mean metrics (it is linear
@@ -172,12 +224,18 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         part = runs[runs["dataset"] == dataset]
         base = _baseline(part)
         scale = REL_SCALE.get(dataset, 1.0)
-        groups = part.groupby(["method", "protocol"], sort=False)
-        for method, protocol in sorted(groups.groups, key=lambda k: (_method_key(k[0]), k[1])):
-            g = groups.get_group((method, protocol)).sort_values("seed")
+        groups = part.groupby(["method", "protocol", "config_id"], sort=False)
+        differs = {}
+        for (method, protocol), same in part.groupby(["method", "protocol"], sort=False):
+            configs = {cid: g["config"].iloc[0] for cid, g in same.groupby("config_id", sort=False)}
+            differs.update({(method, protocol, cid): text for cid, text in config_differences(configs).items()})
+        order = lambda k: (_method_key(k[0]), k[1], int(groups.get_group(k)["seed"].min()), k[2])  # noqa: E731
+        for method, protocol, config_id in sorted(groups.groups, key=order):
+            g = groups.get_group((method, protocol, config_id)).sort_values("seed")
             row: dict[str, Any] = {"dataset": dataset, "method": method, "source": "reproduced",
                                    "protocol": protocol, "n_seeds": len(g), "seeds": " ".join(str(s) for s in g["seed"]),
-                                   "rel_err_scale": scale}
+                                   "rel_err_scale": scale, "config_id": config_id,
+                                   "config_differs": differs[method, protocol, config_id]}
             for col in METRICS:
                 values = g[col] * (scale if col.endswith("rel_err") else 1.0)
                 row[f"{col}_mean"] = values.mean()
@@ -206,13 +264,16 @@ def reported_rows() -> pd.DataFrame:
 
 
 def results_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """results.csv: per dataset the reported rows, then the reproduced ones."""
+    """results.csv: per dataset the reported rows, then the reproduced ones. ``.attrs["ignored"]``: the
+    files ``collect`` left out."""
     parts = [reported_rows(), aggregate(runs)]
     table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
     order = table["dataset"].map(lambda d: _dataset_key(d)[0])
     # a stable sort keeps reported-before-reproduced and each part's own order within a dataset
-    return table.assign(_o=order).sort_values(["_o", "dataset"], kind="stable").drop(columns="_o") \
+    table = table.assign(_o=order).sort_values(["_o", "dataset"], kind="stable").drop(columns="_o") \
         .reset_index(drop=True)[COLUMNS]
+    table.attrs["ignored"] = list(runs.attrs.get("ignored", []))
+    return table
 
 
 # ---------------------------------------------------------------- the summary (DVC's metric)
@@ -227,10 +288,14 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
     """summary.json from ``results_table``'s reproduced rows: {dataset: {method: {protocol: {family:
     {metric: {mean, std, n}}, "delta_m": {mean, std, n}}}}}, the same numbers (and AbsRel scale) as
     results.csv. The keys name no seed, so runs of other seeds of one dataset, method and protocol fill the
-    same keys (`dvc exp show` columns). A metric the method has no head for, and a delta_m without both
-    single-task baselines (or of a baseline itself), is left out rather than written as null."""
+    same keys (`dvc exp show` columns). Where runs of several configs share a method and protocol, each
+    config's key is ``<protocol>@<config id's first 8 characters>`` instead, so that none is averaged with
+    another. A metric the method has no head for, and a delta_m without both single-task baselines (or of
+    a baseline itself), is left out rather than written as null."""
     out: dict[str, Any] = {}
-    for _, r in table[table["source"] == "reproduced"].iterrows():
+    reproduced = table[table["source"] == "reproduced"]
+    several = reproduced.groupby(["dataset", "method", "protocol"])["config_id"].transform("nunique") > 1
+    for (_, r), split in zip(reproduced.iterrows(), several):
         entry: dict[str, Any] = {}
         for family, names in FAMILIES.items():
             stats = {m: _stat(r[f"{family}_{m}_mean"], r[f"{family}_{m}_std"], r["n_seeds"])
@@ -239,7 +304,8 @@ def summary(table: pd.DataFrame) -> dict[str, Any]:
                 entry[family] = stats
         if not _missing(r["delta_m"]):
             entry["delta_m"] = _stat(r["delta_m"], r["delta_m_std"], r["n_seeds"])
-        out.setdefault(r["dataset"], {}).setdefault(r["method"], {})[r["protocol"]] = entry
+        key = f"{r['protocol']}@{r['config_id'][:SHORT_ID]}" if split else r["protocol"]
+        out.setdefault(r["dataset"], {}).setdefault(r["method"], {})[key] = entry
     return out
 
 
@@ -299,6 +365,8 @@ def _family_row(r: pd.Series, family: str) -> str:
     delta = _delta_cell(r) if family == "paper" else ""
     base = _cell(r[f"baseline_{family}_abs_err"])
     source = r["source"] if r["source"] == "reported" else f"{r['source']}, protocol {r['protocol']}"
+    if r["source"] == "reproduced" and not _missing(r["config_differs"]) and r["config_differs"]:
+        source += f", config {r['config_id'][:SHORT_ID]}: {r['config_differs']}"
     return f"| {r['method']} | {source} | {name} | {_seeds_cell(r)} | " + " | ".join(cells) + \
         f" | {delta} | {base} |"
 
@@ -333,6 +401,8 @@ def where_it_falls(table: pd.DataFrame, dataset: str) -> str:
     ref = table[(table["dataset"] == dataset) & (table["source"] == "reported")
                 & (table["method"] == REPORTED_XTASK[dataset])].iloc[0]
     r = ours.iloc[0]
+    if len(ours) > 1:
+        head += f"(the first of {len(ours)} xtask rows, config {r['config_id'][:SHORT_ID]}) "
     parts = [_falls_part(m, r[f"paper_{m}_mean"], r[f"paper_{m}_std"], int(r["n_seeds"]), ref[f"paper_{m}_mean"])
              for m in FAMILIES["paper"]]
     return head + f"xtask (paper family) against the reported {REPORTED_XTASK[dataset]}: " + "; ".join(parts) + "."
@@ -363,6 +433,11 @@ INTRO = [
     "(Abs, AbsRel). **Lower is better; Δm < 0 beats single-task learning.** The ± part is the sample std "
     "over the method's seeds of each seed's Δm against those baseline means. The single-task rows are the "
     "baseline (`baseline`, blank in the CSV); Δm is blank when a dataset lacks either single-task row.",
+    "- **Configs.** Only seeds of one run config are averaged: every metrics file names the config that "
+    "decided its run (`config_id`: a hash of the train stage's params, the method, the prepared data and "
+    "the code). Runs of another config of the same method and protocol are a row of their own, which names "
+    "its config id and the values that differ. Files of seeds not in params.yaml `seeds`, or without a "
+    "config id, are not counted; they are listed under \"Ignored files\".",
     "- **mean-depth Abs** is the Abs error (of that family) of predicting the training set's mean depth "
     "everywhere: a model that learned depth must beat it.",
     "",
@@ -391,9 +466,16 @@ def to_markdown(table: pd.DataFrame) -> str:
         multi = ours[~ours["method"].isin(list(STL))]
         if len(multi) and multi["delta_m"].isna().all():
             have = sorted(set(ours["method"]) & set(STL))
+            split = sorted(m for m in STL if (ours["method"] == m).sum() > 1)
             why = (f"it needs both `stl_seg` and `stl_depth` runs for {dataset} "
                    f"(found: {', '.join(have) if have else 'neither'})" if len(have) < len(STL)
-                   else "a single-task baseline metric is 0, so the relative change is undefined")
+                   else f"{', '.join(split)} has runs of several configs, so which is the baseline is unsaid"
+                   if split else "a single-task baseline metric is 0, so the relative change is undefined")
             lines += [f"Δm is blank: {why}.", ""]
         lines += [where_it_falls(table, dataset), ""]
+    ignored = table.attrs.get("ignored", [])
+    if ignored:
+        lines += ["## Ignored files", "", "Not counted in any row above:", ""]
+        lines += [f"- `{path}`: {reason}" for path, reason in ignored]
+        lines.append("")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Optional
 import torch
 import yaml
 
+from xtask.common.config import read_yaml
 from xtask.common.errors import XTaskError
 
 COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
@@ -38,7 +39,7 @@ def copy_repository(root: Path, dst: Path, edit_params: Callable[[dict], None], 
                                                                              "summary.json", "inference.json"))
         else:
             shutil.copy(src, dst / name)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params = read_yaml(dst / "params.yaml")
     edit_params(params)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=xtask", "-c", "user.email=xtask@example.com"]

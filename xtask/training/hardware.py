@@ -62,11 +62,47 @@ def _uuid(index: int) -> str:
     return str(torch.cuda.get_device_properties(index).uuid)
 
 
+def require_device(requested: str, key: str = "device") -> None:
+    """``cuda`` where none is usable: one line naming ``key`` (the params key or flag that asked for it),
+    why that may be, and how to run on the CPU on purpose. The paper's sections ask for cuda, so that a
+    machine whose driver is too old for the torch wheel's CUDA never trains them on the CPU in silence."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        name = key.removeprefix("params.yaml: ")
+        raise XTaskError(f"{key}: cuda, but no CUDA device is usable here (torch {torch.__version__}, built for "
+                         f"CUDA {torch.version.cuda or 'none'}: no GPU visible, or a driver too old for that CUDA); "
+                         f"to run on the CPU on purpose, set {name}: cpu (dvc exp run -S {name}=cpu) or pass "
+                         "--device cpu")
+
+
+def describe_device(device: torch.device) -> str:
+    """One line saying where a run computes: ``device: cpu (N threads)``, or the GPU's name, its driver and
+    the CUDA version torch was built for."""
+    if device.type != "cuda":
+        return f"device: {device.type} ({torch.get_num_threads()} threads)"
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return (f"device: cuda:{index} {props.name} ({props.total_memory / 2**30:.0f} GiB), driver {_driver()}, "
+            f"CUDA {torch.version.cuda}")
+
+
+def _driver() -> str:
+    """The NVIDIA driver's version, through NVML (torch's own dependency); 'unknown' where NVML is not."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+        finally:
+            pynvml.nvmlShutdown()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # no NVML library or module: the line still names the GPU and CUDA
+        return "unknown"
+
+
 def select_device(requested: str, env: Mapping[str, str] = os.environ) -> torch.device:
     """cpu or cuda; with several visible GPUs, a single process takes the least-loaded free one, so that
     queued jobs spread over them (xtask/runtime/gpu_slots.py; torchrun's ranks get theirs in setup)."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise XTaskError("device: cuda was requested but no CUDA device is available (use auto or cpu)")
+    require_device(requested)
     if requested == "auto" and not torch.cuda.is_available():
         return torch.device("cpu")
     if requested in ("auto", "cuda"):

@@ -55,6 +55,15 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def run_config(hashed: dict[str, Any]) -> dict[str, Any]:
+    """What decided a finished run's model whatever its seed: ``hashed_config`` without the seed, the prepared
+    data's metadata as its digest (so that the dict stays readable beside the params). Seeds of one run
+    config are what the results table may average; best.pt carries it to the evaluate stage."""
+    out = {k: v for k, v in hashed.items() if k != "seed"}
+    out["data"] = config_hash(hashed["data"])
+    return out
+
+
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str))
 
