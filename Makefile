@@ -6,7 +6,7 @@ BASE ?= main
 # one thread count; 2 is what CI's machine has and what produced the committed metrics.
 CHECK_THREADS ?= 2
 
-.PHONY: setup repro test test-all metrics-diff check-trace check-determinism check-metrics docker-build docker-repro
+.PHONY: setup repro test test-all metrics-diff check-trace check-determinism check-metrics rehearse docker-build docker-repro
 
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
@@ -46,6 +46,12 @@ check-determinism: setup
 check-metrics: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 	$(PY) -m pipeline.check_metrics
+
+# The paper's table shape on stand-in data through the routes users take: both raw formats, the real sections
+# with -S overrides, 16 queued runs, the report, a folder remote and a clone that reproduces nothing
+# (xtask/tools/rehearse.py; minutes on 2 cores). REHEARSE_DIR=<empty folder> keeps everything there.
+rehearse: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.rehearse $(if $(REHEARSE_DIR),--keep $(REHEARSE_DIR))
 
 # The container route (docs/containers.md): build the image, then `dvc repro` inside it, as you (the
 # ids are passed here, so this needs no .env; plain `docker compose` reads them from .env).

@@ -400,3 +400,36 @@ def generate(out_dir: Path, *, seed: int, n_train: int, n_val: int, height: int,
                     d.mkdir(parents=True, exist_ok=True)
                     _write_png(d / f"{stem}{suffix}", np.ascontiguousarray(arr))
         tmp.mkdir(parents=True, exist_ok=True)  # n_train = n_val = 0 still yields a directory
+
+
+# The same scenes as NYUv2 stand-in data: each Cityscapes labelId drawn here as one of NYUv2's 13 classes
+# (index into xtask.common.labels.NYU_CLASS_NAMES; -1 ignore): only the on-disk format and the value
+# ranges are NYUv2's, to rehearse that format's route (MTAN's .npy layout), never its content.
+NYU_CLASS_OF = {ROAD: 4, SIDEWALK: 4, PARKING: 4, TERRAIN: 4,        # floor
+                BUILDING: 11, WALL: 11, FENCE: 11,                   # wall
+                SKY: 2, VEGETATION: 7, POLE: 6, LIGHT: 6, SIGN: 10,  # ceiling, picture, objects, tv
+                PERSON: 3, CAR: 5, TRUCK: 8, BUS: 0, STATIC: 9}      # chair, furniture, sofa, bed, table
+NYU_DEPTH_SCALE = 0.1  # street metres (3.7-200) to room-sized ones (0.37-20), as NYUv2's 0.5-10 m
+
+
+def generate_nyu(out_dir: Path, *, seed: int, n_train: int, n_val: int, height: int, width: int) -> None:
+    """Write the synthetic scenes in MTAN's NYUv2 layout to ``out_dir`` (replaced atomically):
+    ``{train,val}/{image,label,depth}/<i>.npy``, image float32 (H,W,3) RGB in [0, 1], label float32 (H,W)
+    in {-1, 0..12}, depth float32 (H,W,1) in metres (0 = invalid). Seeded per sample as ``generate``."""
+    if seed < 0 or n_train < 1 or n_val < 1 or height < 8 or width < 8:
+        raise XTaskError(f"synthetic NYUv2 dataset: expected seed >= 0, n_train, n_val >= 1, height and width >= 8, "
+                         f"got seed={seed}, n_train={n_train}, n_val={n_val}, {height}x{width}")
+    lut = np.full(256, -1, np.float32)
+    for label_id, cls in NYU_CLASS_OF.items():
+        lut[label_id] = cls
+    with atomic_path(out_dir) as tmp:
+        for split, n in (("train", n_train), ("val", n_val)):
+            for kind in ("image", "label", "depth"):
+                (tmp / split / kind).mkdir(parents=True)
+            for i in range(n):
+                image, label, disp = render(np.random.default_rng([seed, SPLIT_CODES[split], i]), height, width)
+                valid = disp > 0
+                z = np.where(valid, DISPARITY_CONST * 256.0 / np.maximum(disp.astype(np.float32) - 1.0, 1.0), 0.0)
+                np.save(tmp / split / "image" / f"{i}.npy", (image / np.float32(255)).astype(np.float32))
+                np.save(tmp / split / "label" / f"{i}.npy", lut[label])
+                np.save(tmp / split / "depth" / f"{i}.npy", (z * NYU_DEPTH_SCALE).astype(np.float32)[..., None])
