@@ -9,6 +9,7 @@ import torch
 
 from tiny import prepare_tiny, tiny_config, train_tiny
 from xtask.common.config import load_params
+from xtask.common.errors import XTaskError
 from xtask.training import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,9 @@ def test_a_cuda_run_without_a_gpu_is_one_line_and_exit_1(tmp_path):
         "error: params.yaml: cityscapes.device: cuda, but no CUDA device is usable here"), r.stderr
     assert "set cityscapes.device: cpu (dvc exp run -S cityscapes.device=cpu) or pass --device cpu" in lines[0]
     assert not (tmp_path / "live").exists() and not (tmp_path / "model").exists()
+    # asked for by the flag: the flag is named, and the way out
+    with pytest.raises(XTaskError, match=r"^--device: cuda, but no CUDA device .* pass --device cpu \(or set"):
+        hardware.require_device("cuda", "--device")
 
 
 def test_the_device_is_printed_before_the_first_epoch(tmp_path, capsys):

@@ -49,6 +49,17 @@ def test_a_number_beyond_its_tolerance_is_a_difference_with_both_values():
     assert diffs[1].line().endswith("(|difference| 1e-09; no measured tolerance: must be equal)")
 
 
+def test_the_code_version_in_a_runs_identity_is_not_compared_its_params_are():
+    ident = {**M, "config_id": "0123456789abcdef",
+             "config": {"alpha": 0.01, "epochs": 12, "code": "aaaa", "evaluation_code": "bbbb"}}
+    other_code = {**ident, "config_id": "fedcba9876543210", "config": {**ident["config"], "code": "cccc",
+                                                                       "evaluation_code": "dddd"}}
+    assert compare({"a.json": ident}, {"a.json": other_code}, TOL) == []
+    other_alpha = {**ident, "config": {**ident["config"], "alpha": 0.02}}
+    assert [(d.key, d.committed, d.reproduced) for d in compare({"a.json": ident}, {"a.json": other_alpha}, TOL)] \
+        == [("config.alpha", 0.01, 0.02)]
+
+
 def test_a_seed_files_tolerance_is_found_under_seedK():
     tol = {"metrics/s/x/seedK.json": {"paper.miou": 0.5}}
     moved = {**M, "paper": {**M["paper"], "miou": 55.6}}

@@ -34,6 +34,12 @@ CHECKED = re.compile(r"metrics/[^/]+/[^/]+/seed\d+\.json$")
 Tolerances = Mapping[str, Mapping[str, float]]  # file (seed<k> as seedK) -> dotted key -> absolute tolerance
 
 
+# The run's identity (xtask/evaluation/identity.py): the code hashes change with every commit that touches the
+# code, and the id hashes them, while the numbers may well reproduce; so neither is compared. The params in
+# ``config`` are compared, exactly (they are settings, not measurements).
+NOT_COMPARED = ("config_id", "config.code", "config.evaluation_code")
+
+
 def tolerance_name(file: str) -> str:
     """The name a file has in the tolerance file: every run's seed<k> is seedK."""
     return re.sub(r"seed\d+", "seedK", file)
@@ -101,7 +107,7 @@ def compare(committed: Mapping[str, Any], reproduced: Mapping[str, Any], toleran
             continue
         measured = tolerances.get(tolerance_name(file), {})
         old, new = flatten(committed[file]), flatten(reproduced[file])
-        for key in sorted(set(old) | set(new)):
+        for key in sorted((set(old) | set(new)) - set(NOT_COMPARED)):
             a, b = old.get(key, MISSING), new.get(key, MISSING)
             if key not in old or key not in new or not same_value(a, b, measured.get(key)):
                 diffs.append(Difference(file, key, a, b, measured.get(key)))

@@ -68,10 +68,11 @@ def require_device(requested: str, key: str = "device") -> None:
     machine whose driver is too old for the torch wheel's CUDA never trains them on the CPU in silence."""
     if requested == "cuda" and not torch.cuda.is_available():
         name = key.removeprefix("params.yaml: ")
+        fix = (f"set {name}: cpu (dvc exp run -S {name}=cpu) or pass --device cpu" if key.startswith("params.yaml: ")
+               else "pass --device cpu (or set the dataset's device: cpu in params.yaml)")
         raise XTaskError(f"{key}: cuda, but no CUDA device is usable here (torch {torch.__version__}, built for "
                          f"CUDA {torch.version.cuda or 'none'}: no GPU visible, or a driver too old for that CUDA); "
-                         f"to run on the CPU on purpose, set {name}: cpu (dvc exp run -S {name}=cpu) or pass "
-                         "--device cpu")
+                         f"to run on the CPU on purpose, {fix}")
 
 
 def describe_device(device: torch.device) -> str:
