@@ -49,11 +49,13 @@ def _mask_void_depth(spec, seg, depth, original=batches.loss_masks):
     return seg_mask, depth_mask & (depth > 0)
 
 
+# One mutant runs in `make test` (CI runs the whole trace besides, `make check-trace`); the others are slow.
 @pytest.mark.parametrize("module, name, mutant, variant", [
     ("xtask.training.engine.task_losses", None, _scaled_alpha, "corrected-mse"),  # a loss weight 1 % off
-    (losses, "ssim_loss", _ssim_scaled, "losses"),                    # the SSIM term 1 % off
-    (balancing.OriginalGradNorm, "after_step", _renormalise_to_one, "gradnorm"),  # the weights' renormalisation
-    (batches, "loss_masks", _mask_void_depth, "nyu-format"),          # protocol original's NYUv2 depth mask
+    pytest.param(losses, "ssim_loss", _ssim_scaled, "losses", marks=pytest.mark.slow),  # the SSIM term 1 % off
+    pytest.param(balancing.OriginalGradNorm, "after_step", _renormalise_to_one, "gradnorm",
+                 marks=pytest.mark.slow),                             # the GradNorm weights' renormalisation
+    pytest.param(batches, "loss_masks", _mask_void_depth, "nyu-format", marks=pytest.mark.slow),  # a depth mask
 ])
 def test_a_one_line_change_fails_the_trace(monkeypatch, module, name, mutant, variant):
     if name is None:
