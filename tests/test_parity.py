@@ -108,6 +108,7 @@ def test_a_case_that_cannot_run_fails_alone_and_any_class_count_is_built(tmp_pat
                                      "not compute what the original computed")
 
 
+@pytest.mark.slow  # the GradNorm case twice in float64, second-order gradients (1-3 minutes on 2 cores)
 def test_the_float64_steps_see_what_the_float32_ones_cannot(monkeypatch):
     """The original GradNorm's alpha moves no float32 result (its README), but the float64 case's GradNorm
     internals far beyond the fixed tolerance; unchanged, they are within it."""

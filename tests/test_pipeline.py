@@ -179,6 +179,7 @@ def test_nproc_per_node_makes_the_train_stage_run_under_torchrun(repo, tmp_path)
     assert live["step"] == TINY["epochs"] - 1
 
 
+@pytest.mark.slow  # two trainings (a minute on 2 cores); the grouping itself: tests/test_report.py
 def test_seeds_trained_under_two_alphas_are_two_rows_of_the_report(repo, tmp_path):
     # the scenario through the stages themselves: seed 0 is the repo's run (alpha 0.01); seed 1 is
     # trained and evaluated with alpha 0.02. Two rows of one seed each, never one row of n=2.
@@ -219,6 +220,7 @@ def test_seeds_trained_under_two_alphas_are_two_rows_of_the_report(repo, tmp_pat
             shutil.rmtree(repo / folder, ignore_errors=True)
 
 
+@pytest.mark.slow  # a whole stage run (a minute); the lines themselves: test_train.py, test_device.py
 def test_the_train_stage_prints_its_device_and_one_line_per_epoch_without_a_terminal(repo):
     # stderr is a pipe here, as under `dvc queue logs`, CI or `docker logs`: the progress bars are off
     try:
