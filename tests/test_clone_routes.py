@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from xtask.data.synthetic import generate
-from xtask.tools.determinism import run_in
+from xtask.tools.determinism import COPIED, copy_code, run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
@@ -30,13 +30,7 @@ def _tracked(root: Path, under: str) -> list[str]:
 
 def _copy_repo(dst: Path) -> None:
     """The code, params and what git tracks under data/ (the layout a clone gets), at tiny cityscapes."""
-    for name in ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "seed*", "results.*",
-                                                                             "summary.json", "inference.json"))
-        else:
-            shutil.copy(src, dst / name)
+    copy_code(ROOT, dst, (*COPIED, ".gitignore"))
     for name in _tracked(ROOT, "data"):
         (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, dst / name)

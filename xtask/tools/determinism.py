@@ -29,16 +29,22 @@ SHORT = {"generate": {"seed": 0, "n_train": 16, "n_val": 8, "height": 128, "widt
 OUTPUTS = ("data/prepared", "models", "evaluation", "metrics", "dvclive")
 
 
-def copy_repository(root: Path, dst: Path, edit_params: Callable[[dict], None], message: str) -> None:
-    """The repository's code and params in ``dst`` (without the committed runs' outputs), ``edit_params``
-    applied to params.yaml, committed as a git repository with DVC: a fresh place to run the pipeline."""
-    for name in COPIED:
+def copy_code(root: Path, dst: Path, names: tuple[str, ...] = COPIED) -> None:
+    """``names`` (files and folders of the repository at ``root``) in ``dst``, without caches and the
+    committed runs' outputs."""
+    for name in names:
         src = root / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", "seed*", "results.*",
                                                                              "summary.json", "inference.json"))
         else:
             shutil.copy(src, dst / name)
+
+
+def copy_repository(root: Path, dst: Path, edit_params: Callable[[dict], None], message: str) -> None:
+    """The repository's code and params in ``dst`` (without the committed runs' outputs), ``edit_params``
+    applied to params.yaml, committed as a git repository with DVC: a fresh place to run the pipeline."""
+    copy_code(root, dst)
     params = read_yaml(dst / "params.yaml")
     edit_params(params)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
