@@ -45,7 +45,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rate(fn: Callable[[], None], items_per_call: int, steps: int, warmup: int, device: torch.device) -> float:
+def rate(fn: Callable[[], None], items_per_call: int, steps: int, warmup: int, device: torch.device) -> float:
     """Items per second over ``steps`` calls after ``warmup`` calls; one device sync at each end."""
     for _ in range(warmup):
         fn()
@@ -137,7 +137,7 @@ def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[
     step_flops = _flops(lambda: train_step(run_model, balancer, cfg, hw, one, optimizer, scaler))
 
     model.train()
-    train_rate = _rate(lambda: train_step(run_model, balancer, cfg, hw, batch, optimizer, scaler), bs, steps,
+    train_rate = rate(lambda: train_step(run_model, balancer, cfg, hw, batch, optimizer, scaler), bs, steps,
                        warmup, hw.device)
 
     run_model.eval()
@@ -149,11 +149,11 @@ def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[
         for m in metrics:
             m.update(out.seg, out.depth, batch.seg, batch.depth)
 
-    eval_rate = _rate(eval_step, bs, steps, warmup, hw.device)
+    eval_rate = rate(eval_step, bs, steps, warmup, hw.device)
 
     logits = torch.randn(bs, cfg.num_classes, cfg.height, cfg.width, device=hw.device)
     paper = PaperMetrics(cfg.num_classes, cfg.ignore_index)
-    metric_rate = _rate(lambda: paper.update(logits, batch.depth, batch.seg, batch.depth), bs, max(steps, 20),
+    metric_rate = rate(lambda: paper.update(logits, batch.depth, batch.seg, batch.depth), bs, max(steps, 20),
                         2, hw.device)
 
     extra = {"raw_png_samples_per_s": raw_decode_rate(cfg)} if cfg.format == "cityscapes" else {}
