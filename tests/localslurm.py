@@ -166,9 +166,14 @@ class LocalSlurm:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        """Cancel every job, then stop the daemons (the last started first); waits until they are gone."""
+        """Cancel every job and wait for the queue to empty, stop the daemons (the last started first), then
+        kill what is left of this cluster's jobs: slurmstepd outlives slurmd, and a job's processes would
+        go on training. They are found by their environment, which names this cluster's config."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             subprocess.run(["scancel", "--full", "-u", "root"], env=self.env, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 60  # KillWait (30 s) and the epilog
+            while time.monotonic() < deadline and job_processes(self.env) not in ([], [""]):
+                time.sleep(1)
         for name in reversed(list(self.procs)):
             proc = self.procs[name]
             if proc.poll() is None:
@@ -178,6 +183,24 @@ class LocalSlurm:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=30)
+        for pid in self.leftovers():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def leftovers(self) -> list[int]:
+        """Processes (other than this one) whose environment says SLURM_CONF=<this cluster's config>."""
+        mark, out = f"SLURM_CONF={self.conf}".encode(), []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                if mark in (proc / "environ").read_bytes().split(b"\0"):
+                    out.append(int(proc.name))
+            except OSError:
+                continue
+        return out
 
     def __enter__(self) -> "LocalSlurm":
         try:
@@ -191,6 +214,6 @@ class LocalSlurm:
 
 
 def job_processes(env: Mapping[str, str]) -> list[str]:
-    """squeue's lines for every job still known: what a test prints when something is left."""
+    """squeue's lines for every job still known ([] when none)."""
     r = subprocess.run(["squeue", "-h", "-o", "%i %T %R"], env=env, capture_output=True, text=True, timeout=30)
-    return r.stdout.split("\n") if r.returncode == 0 else [r.stderr.strip()]
+    return r.stdout.split("\n")[:-1] if r.returncode == 0 else [r.stderr.strip()]

@@ -4,7 +4,8 @@ Debian's packages, installed if missing, a generated config, 3 fake GPUs), a tin
 
 Checked: every task saw its own GPU (CUDA_VISIBLE_DEVICES); a task stopped mid-run (scancel, as a preemption
 stops it) says "stopped", keeps its resumable state, and ``resubmit`` submits it alone, after which it
-resumes from that state; ``collect`` brings back exactly one experiment per task, and each experiment's
+resumes from that state; a task sent the time limit's signal (SIGUSR1 to its batch shell) stops, requeues
+itself alone and resumes when SLURM starts it again (after SLURM's fixed requeue delay, about 2 minutes); ``collect`` brings back exactly one experiment per task, and each experiment's
 metrics equal those of the same three runs made by one ``dvc repro`` in a plain copy (same machine, one
 thread each: bitwise). The cluster's daemons are stopped at the end, whatever happened.
 """
@@ -31,8 +32,9 @@ NAMES = [f"synthetic-xtask-{s}" for s in SEEDS]
 # 32 training images in batches of 4: 8 steps in the one epoch, so that a stop lands inside it
 TINY = {"generate": {"seed": 0, "n_train": 32, "n_val": 8, "height": 64, "width": 128}, "height": 32, "width": 64,
         "epochs": 1, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
-KILLED = 1  # the task index stopped mid-run
-DEADLINE_S = 1500  # the tasks take a minute or two each on 2 idle cores; far longer on busy ones
+KILLED = 1  # the task stopped mid-run by scancel, then resubmitted
+REQUEUED = 2  # the task that gets the time limit's signal and requeues itself
+DEADLINE_S = 2400  # the tasks take a minute or two each on 2 idle cores; far longer on busy ones
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
 DVC = [PYTHON, "-m", "dvc"]
 IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
@@ -152,39 +154,51 @@ def test_the_table_as_a_slurm_array_one_experiment_per_task_and_a_stopped_task_r
         assert "3 tasks" in out and "--array=0-2" in out and "--gres=gpu:1" in out, out
         folder = _sweep_folder(tmp_path)
 
-        # stop task KILLED inside its epoch: freeze its training once the loop runs, scancel (SIGTERM to the
-        # job's processes, as preemption sends it), then let it go on to meet the signal at its next step
-        checkout = folder / "tasks" / NAMES[KILLED] / "repo"
-        _wait("the training of the task to stop", lambda: _training_process(checkout) is not None
-              or _status(folder, NAMES[KILLED])["state"] not in ("running", "not started"), folder, env, deadline)
-        pid = _training_process(checkout)
-        assert pid is not None, _status(folder, NAMES[KILLED])
-        os.kill(pid, signal.SIGSTOP)
+        # stop two tasks inside their epoch: freeze each one's training once its loop runs, then signal the task
+        # as SLURM would, then let the training go on to meet the signal at its next step. KILLED: scancel
+        # (SIGTERM to the job's processes, as preemption sends it); REQUEUED: SIGUSR1 to the batch shell alone,
+        # as --signal=B:USR1@<s> sends it before the time limit
+        pids = {}
+        for k in (KILLED, REQUEUED):
+            checkout = folder / "tasks" / NAMES[k] / "repo"
+            _wait(f"the training of task {k}", lambda: _training_process(checkout) is not None
+                  or _status(folder, NAMES[k])["state"] not in ("running", "not started"), folder, env, deadline)
+            pids[k] = _training_process(checkout)
+            assert pids[k] is not None, _status(folder, NAMES[k])
+            os.kill(pids[k], signal.SIGSTOP)
         array = json.loads((folder / "sweep.json").read_text())["arrays"][0]["job"]
         subprocess.run(["scancel", f"{array}_{KILLED}"], env=env, check=True, timeout=30)
+        subprocess.run(["scancel", "--signal=USR1", "--batch", f"{array}_{REQUEUED}"], env=env, check=True, timeout=30)
         time.sleep(1)
-        os.kill(pid, signal.SIGCONT)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGCONT)
 
-        _wait("the first array", lambda: not _queued(env), folder, env, deadline)
+        _wait("both stopped, the cancelled one out of the queue",
+              lambda: all(_status(folder, NAMES[k])["state"] == "stopped" for k in pids)
+              and not any(line.startswith(f"{array}_{KILLED} ") for line in _queued(env)), folder, env, deadline)
+        for k in pids:  # each kept its state to resume from
+            assert len(list((folder / "tasks" / NAMES[k] / "repo/scratch").rglob("state.pt"))) == 1, NAMES[k]
+        killed = _status(folder, NAMES[KILLED])
+        assert killed["detail"] == "SIGTERM during dvc exp run", killed
+        assert _status(folder, NAMES[REQUEUED])["detail"] == "SIGUSR1 during dvc exp run; requeued"
+        table = _sweep(["status"], origin, env)
+        assert f"{NAMES[KILLED]}  stopped" in table and f"{NAMES[REQUEUED]}  pending" in table, table
+        # only the stopped task goes again: the requeued one waits in the queue, the other runs or is done
+        out = _sweep(["resubmit"], origin, env)
+        assert f"resubmitting 1: {NAMES[KILLED]} (stopped)" in out and f"--array={KILLED} " in out, out
+
+        _wait("every task", lambda: not _queued(env), folder, env, deadline)
         status = {n: _status(folder, n) for n in NAMES}
-        assert [status[n]["state"] for n in NAMES] == ["done", "stopped", "done"], status
-        assert status[NAMES[KILLED]]["detail"].startswith("SIGTERM during dvc exp run"), status[NAMES[KILLED]]
+        assert all(status[n]["state"] == "done" for n in NAMES), status
+        assert [len(status[n]["attempts"]) for n in NAMES] == [1, 2, 2], status  # task 0 never requeued
         # each task saw a GPU of its own: the three ran at once on the node's three
         gpus = [status[n]["attempts"][0]["gpus"] for n in NAMES]
         assert sorted(gpus) == ["0", "1", "2"], gpus
-        states = list((checkout / "scratch").rglob("state.pt"))
-        assert len(states) == 1, "the stopped task left no resumable state in its checkout"
-
-        table = _sweep(["status"], origin, env)
-        assert f"{NAMES[KILLED]}  stopped" in table and "3 tasks: 2 done, 1 stopped" in table, table
-        out = _sweep(["resubmit"], origin, env)
-        assert f"resubmitting 1: {NAMES[KILLED]} (stopped)" in out and f"--array={KILLED} " in out, out
-        _wait("the resubmitted task", lambda: not _queued(env), folder, env, deadline)
-        again = _status(folder, NAMES[KILLED])
-        log = (folder / "tasks" / NAMES[KILLED] / "log").read_text()
-        assert again["state"] == "done" and len(again["attempts"]) == 2, (again, log[-3000:])
-        assert f"resuming synthetic xtask seed {SEEDS[KILLED]} from" in log, log[-3000:]
-        assert not list((checkout / "scratch").rglob("state.pt"))  # gone once the run finished
+        assert status[NAMES[REQUEUED]]["attempts"][1]["restart_count"] == 1  # SLURM's requeue, not a resubmission
+        for k in pids:
+            log = (folder / "tasks" / NAMES[k] / "log").read_text()
+            assert f"resuming synthetic xtask seed {SEEDS[k]} from" in log, log[-3000:]
+            assert not list((folder / "tasks" / NAMES[k] / "repo/scratch").rglob("state.pt"))  # gone once finished
         assert "3 tasks: 3 done" in _sweep(["status"], origin, env)
         assert "resuming" in _sweep(["status", "--log", NAMES[KILLED]], origin, env)
 

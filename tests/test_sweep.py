@@ -5,7 +5,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -89,6 +88,13 @@ def test_an_attempt_clones_once_and_runs_the_experiment_once(tmp_path):
     assert again[0] == ["git", "checkout"] and len(again) == 3
     pushed = [argv[3:5] for argv, _ in tool.task_steps(sweep, task, repo, fresh=False, have_exp=True)]
     assert pushed[1:] == [["exp", "push"]]
+
+
+def test_a_task_requeues_itself_alone_not_its_array():
+    # found on SLURM 22.05: the array's last task has SLURM_JOB_ID == SLURM_ARRAY_JOB_ID
+    env = {"SLURM_JOB_ID": "41", "SLURM_ARRAY_JOB_ID": "41", "SLURM_ARRAY_TASK_ID": "2"}
+    assert tool.requeue_target(env) == "41_2"
+    assert tool.requeue_target({"SLURM_JOB_ID": "9"}) == "9"
 
 
 def test_the_batch_script_execs_the_task_runner_so_the_signal_reaches_it(tmp_path):

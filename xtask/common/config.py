@@ -316,7 +316,7 @@ def parse_launch(raw: Any) -> LaunchConfig:
 # sbatch options the sweep sets itself (xtask/runtime/slurm.py); one of them in launch.slurm.sbatch would
 # change how tasks are numbered, logged, signalled or requeued behind the sweep's back
 SWEEP_SBATCH = ("--array", "--output", "--error", "--signal", "--requeue", "--no-requeue", "--gres", "--job-name",
-                "--parsable", "--wrap", "--wait", "--export", "--chdir", "-a", "-o", "-e", "-J", "-W", "-D")
+                "--parsable", "--wrap", "--wait", "--export", "--chdir", "--open-mode", "-a", "-o", "-e", "-J", "-W", "-D")
 
 
 def parse_slurm(raw: Any) -> SlurmConfig:

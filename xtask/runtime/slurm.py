@@ -56,6 +56,7 @@ def sbatch_argv(cfg: SlurmConfig, *, name: str, indices: Sequence[int], output: 
     own output per task (``%A_%a``); then the user's options (config.py keeps ours out of them)."""
     return ["sbatch", "--parsable", f"--job-name={name}", f"--array={array_spec(indices)}", f"--gres={cfg.gres}",
             f"--signal=B:{LIMIT_SIGNAL}@{cfg.stop_before_limit_s}", "--requeue", f"--output={output}",
+            "--open-mode=append",  # a requeued task writes the same file again: keep the first attempt's lines
             *cfg.sbatch, str(script)]
 
 

@@ -26,6 +26,7 @@ again. A requeue by SLURM (PreemptMode=REQUEUE) runs the task again in the same 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -204,7 +205,7 @@ def _submit_array(sweep: Sweep, indices: Sequence[int], cfg: SlurmConfig, env: M
                              output=sweep.folder / "slurm" / "%A_%a.out", script=sweep.folder / "task.sh")
     say(f"sweep: {shlex.join(argv)}")
     job = slurm.parse_job_id(slurm.call(argv, env))
-    sweep = Sweep(**{**sweep.__dict__, "arrays": (*sweep.arrays, {"job": job, "indices": sorted(indices)})})
+    sweep = dataclasses.replace(sweep, arrays=(*sweep.arrays, {"job": job, "indices": sorted(indices)}))
     sweep.save()
     say(f"sweep {sweep.id}: array job {job}, tasks {slurm.array_spec(indices)}")
     return sweep
@@ -373,7 +374,7 @@ def _step(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log, stop: _St
 
 def _record(path: Path, status: dict[str, Any], state: str, detail: str = "", **attempt: Any) -> None:
     status["state"], status["detail"] = state, detail
-    status["attempts"][-1].update(attempt, state=state, ended=_now() if state != "running" else None)
+    status["attempts"][-1].update(attempt, state=state, detail=detail, ended=_now() if state != "running" else None)
     write_json(path, status)
 
 
@@ -471,8 +472,16 @@ def run_task(folder: Path, env: Mapping[str, str]) -> int:
         return 0
 
 
+def requeue_target(env: Mapping[str, str]) -> str:
+    """This array task for ``scontrol requeue``: <array job>_<index>. Not SLURM_JOB_ID: one task of an array
+    carries the array's own id there, and requeueing that id requeues every task of the array."""
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID", "")
+
+
 def _requeue(env: Mapping[str, str], log) -> bool:
-    job = env.get("SLURM_JOB_ID", "")
+    job = requeue_target(env)
     r = subprocess.run(["scontrol", "requeue", job], env=dict(env), capture_output=True, text=True, timeout=60)
     log.write(f"$ scontrol requeue {job}: {'ok' if r.returncode == 0 else (r.stderr.strip() or r.returncode)}\n")
     return r.returncode == 0
