@@ -49,12 +49,11 @@ def test_job_id_and_squeue_parsing():
 
 
 def test_a_tasks_state_the_queue_first_then_its_status_file():
-    task = tool.Task(0, "nyu", "xtask", 1)
-    assert tool.classify(task, slurm.Queued("5", "PENDING", "(Priority)"), {"state": "stopped"}) == (
+    assert tool.classify(slurm.Queued("5", "PENDING", "(Priority)"), {"state": "stopped"}) == (
         "pending", "(Priority)")
-    assert tool.classify(task, None, {"state": "running"})[0] == "lost"  # gone from the queue without a word
-    assert tool.classify(task, None, {"state": "done", "detail": "pushed"}) == ("done", "pushed")
-    assert tool.classify(task, None, {"state": "not started", "attempts": []})[0] == "not started"
+    assert tool.classify(None, {"state": "running"})[0] == "lost"  # gone from the queue without a word
+    assert tool.classify(None, {"state": "done", "detail": "pushed"}) == ("done", "pushed")
+    assert tool.classify(None, {"state": "not started", "attempts": []})[0] == "not started"
     assert set(tool.RESUBMIT) == {"failed", "stopped", "lost", "not started"}
 
 

@@ -32,6 +32,7 @@ import getpass
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,8 +153,8 @@ def _check_submittable(repo: Path, params: Params, env: Mapping[str, str]) -> tu
                          "params.yaml and the code must be committed)")
     commit = _git(["rev-parse", "HEAD"], repo)
     url = _git(["remote", "get-url", cfg.git_remote], repo)
-    if Path(url).is_dir():  # a path relative to this checkout means nothing to a task's clone
-        url = str(Path(url).resolve())
+    if (repo / url).is_dir():  # a path relative to this checkout means nothing to a task's clone
+        url = str((repo / url).resolve())
     _git(["fetch", "-q", cfg.git_remote], repo)
     if not _git(["branch", "-r", "--contains", commit, "--list", f"{cfg.git_remote}/*"], repo):
         raise XTaskError(f"HEAD {commit[:12]} is on no branch of the git remote {cfg.git_remote!r} "
@@ -163,6 +164,8 @@ def _check_submittable(repo: Path, params: Params, env: Mapping[str, str]) -> tu
     if default.returncode != 0 or not default.stdout.strip():  # dvc 3.67 fails with "No default remote set"
         raise XTaskError("no default DVC remote in .dvc/config: tasks push their outputs there and collect pulls "
                          "them (dvc remote add -d <name> <url>, then commit .dvc/config)")
+    if shutil.which("sbatch", path=env.get("PATH")) is None:
+        raise XTaskError("sbatch: not found on PATH; submit from a SLURM login node (docs/slurm.md)")
     return commit, url
 
 
@@ -228,7 +231,7 @@ def read_status(sweep: Sweep, task: Task) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"state": "not started", "attempts": []}
 
 
-def classify(task: Task, queued: Optional[slurm.Queued], status: Mapping[str, Any]) -> tuple[str, str]:
+def classify(queued: Optional[slurm.Queued], status: Mapping[str, Any]) -> tuple[str, str]:
     """(state, detail) of one task: the queue's word while SLURM holds it, else its status file's, where a
     task that says "running" but is in no queue was killed without a word (node failure, SIGKILL, OOM)."""
     if queued is not None:
@@ -248,7 +251,7 @@ def rows(sweep: Sweep, env: Mapping[str, str], user: Optional[str] = None) -> li
     for task in sweep.tasks:
         q = queued.get((latest_array.get(task.index, ""), task.index))
         status = read_status(sweep, task)
-        state, detail = classify(task, q, status)
+        state, detail = classify(q, status)
         last = status["attempts"][-1] if status["attempts"] else {}
         out.append(Row(task, state, q.job if q else last.get("job", ""), detail, last.get("gpus", ""),
                        sweep.task_dir(task) / "log"))
