@@ -126,7 +126,7 @@ def _training_process(checkout: Path):
         try:
             if not proc.name.isdigit() or b"pipeline.train" not in (proc / "cmdline").read_bytes():
                 continue
-            if Path(os.readlink(proc / "cwd")) != checkout:
+            if Path(os.readlink(proc / "cwd")) != checkout.resolve():
                 continue
             caught = int(next(line for line in (proc / "status").read_text().splitlines()
                               if line.startswith("SigCgt:")).split()[1], 16)
