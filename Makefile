@@ -6,7 +6,7 @@ BASE ?= main
 # one thread count; 2 is what CI's machine has and what produced the committed metrics.
 CHECK_THREADS ?= 2
 
-.PHONY: setup repro test test-all metrics-diff check-trace check-determinism check-metrics rehearse docker-build docker-repro
+.PHONY: setup repro test test-all test-slurm metrics-diff check-trace check-determinism check-metrics rehearse docker-build docker-repro
 
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
@@ -25,6 +25,11 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q
+
+# The SLURM route for real (docs/slurm.md): installs Debian's SLURM if missing and starts a single-node one on
+# localhost with fake GPUs (root needed; minutes); part of test-all as well.
+test-slurm: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pytest -q tests/test_slurm.py tests/test_sweep.py
 
 # Reproduce, then the metrics and params diff against BASE (default main) as Markdown: the CI's PR comment.
 metrics-diff: repro

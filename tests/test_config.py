@@ -86,7 +86,14 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("path,value,message", [
-    ("launch.where", "k8s", "launch.where: expected one of ['host', 'docker'], got 'k8s'"),
+    ("launch.where", "k8s", "launch.where: expected one of ['host', 'docker', 'slurm'], got 'k8s'"),
+    ("launch.slurm.gpus", 2, "launch.slurm.gpus: unknown key"),
+    ("launch.slurm.sbatch", "--time=1:00:00", "launch.slurm.sbatch: expected a list of sbatch options"),
+    ("launch.slurm.sbatch", ["--partition gpu"], "launch.slurm.sbatch: expected options written as --name=value"),
+    ("launch.slurm.sbatch", ["--array=0-3"], "launch.slurm.sbatch: expected no option the sweep sets itself"),
+    ("launch.slurm.sbatch", ["-o", "x.log"], "launch.slurm.sbatch: expected no option the sweep sets itself"),
+    ("launch.slurm.stop_before_limit_s", 10, "launch.slurm.stop_before_limit_s: expected an integer >= 60"),
+    ("launch.slurm.dir", "", "launch.slurm.dir: expected a non-empty string"),
     ("launch.nproc_per_node", 0, "launch.nproc_per_node: expected an integer >= 1"),
     ("launch.gpus", 2, "launch.gpus: unknown key"),
     ("methods", ["xtask", "mtan"], "methods: expected one of ['xtask', 'mtl', 'stl_seg', 'stl_depth'], got 'mtan'"),

@@ -95,6 +95,15 @@ def test_missing_docker_is_one_line_naming_the_key(monkeypatch):
     assert "\n" not in str(err.value) and not execs
 
 
+def test_slurm_trains_here_inside_a_job_and_refuses_outside_one():
+    cfg = LaunchConfig(where="slurm")
+    assert launch.launch_argv(cfg, ARGS, {"SLURM_JOB_ID": "17"}, "/r", 1, 1) is None
+    argv = launch.launch_argv(LaunchConfig(where="slurm", nproc_per_node=2), ARGS, {"SLURM_JOB_ID": "17"}, "/r", 1, 1)
+    assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"]  # DDP inside the job, as on a host
+    with pytest.raises(XTaskError, match=r"launch.where: slurm, but this is no SLURM job .*pipeline.sweep submit"):
+        launch.launch_argv(cfg, ARGS, {}, "/r", 1, 1)
+
+
 def test_exec_replaces_the_process_with_the_command(monkeypatch, capsys):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     execs = []

@@ -31,7 +31,7 @@ CORRECTIONS = ("rescale_inverse_depth", "aligned_masks", "mask_missing_depth",
 LP_LOSSES = ("L1", "MSE", "logL1", "smoothL1")
 TSEG_LOSSES = ("cross", "kl")
 TDEP_LOSSES = ("L1", "SSIM")
-WHERE = ("host", "docker")
+WHERE = ("host", "docker", "slurm")
 TOP_LEVEL = ("run", "seeds", "methods", "launch")
 
 
@@ -121,12 +121,24 @@ STAGE_KEYS = {
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """How ``python -m pipeline.sweep`` submits the table to SLURM (section ``launch.slurm``; docs/slurm.md).
+    Read by the sweep tool only: no stage depends on it."""
+    gres: str = "gpu:1"            # each array task's --gres (one task = one dataset x method x seed)
+    sbatch: tuple[str, ...] = ()   # further sbatch options, as written (--partition=gpu, --time=1-0, ...)
+    dir: str = "sweeps"            # per-task checkouts, logs and status; on a filesystem every node sees
+    git_remote: str = "origin"     # the git remote tasks clone from and push their experiments to
+    stop_before_limit_s: int = 600  # SIGUSR1 this long before the time limit: save, then requeue
+
+
+@dataclass(frozen=True)
 class LaunchConfig:
     """Where and how the train stage runs (section ``launch``); none of it changes the protocol except
     ``nproc_per_node``, which splits each batch over that many processes (DDP)."""
-    where: str = "host"            # host | docker: train inside the image, DVC stays on the host
+    where: str = "host"            # host | docker: train inside the image, DVC stays on the host | slurm
     image: str = "xtask:latest"    # the image ``where: docker`` runs (built from the Dockerfile)
     nproc_per_node: int = 1        # > 1: torchrun with that many processes (one per GPU)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 @dataclass(frozen=True)
@@ -292,12 +304,43 @@ def parse_launch(raw: Any) -> LaunchConfig:
     if raw is None:
         return LaunchConfig()
     if not isinstance(raw, dict):
-        raise _fail("launch", "a mapping with keys where, image, nproc_per_node", raw)
+        raise _fail("launch", "a mapping with keys where, image, nproc_per_node, slurm", raw)
     names = [f.name for f in dataclasses.fields(LaunchConfig)]
     _check_keys("launch", raw, names, [])
     v = {**dataclasses.asdict(LaunchConfig()), **raw}
     return LaunchConfig(where=_choice("launch.where", v["where"], WHERE), image=_str("launch.image", v["image"]),
-                        nproc_per_node=_int("launch.nproc_per_node", v["nproc_per_node"], lo=1))
+                        nproc_per_node=_int("launch.nproc_per_node", v["nproc_per_node"], lo=1),
+                        slurm=parse_slurm(raw.get("slurm")))
+
+
+# sbatch options the sweep sets itself (xtask/runtime/slurm.py); one of them in launch.slurm.sbatch would
+# change how tasks are numbered, logged, signalled or requeued behind the sweep's back
+SWEEP_SBATCH = ("--array", "--output", "--error", "--signal", "--requeue", "--no-requeue", "--gres", "--job-name",
+                "--parsable", "--wrap", "--wait", "--export", "--chdir", "--open-mode", "-a", "-o", "-e", "-J", "-W", "-D")
+
+
+def parse_slurm(raw: Any) -> SlurmConfig:
+    if raw is None:
+        return SlurmConfig()
+    names = [f.name for f in dataclasses.fields(SlurmConfig)]
+    if not isinstance(raw, dict):
+        raise _fail("launch.slurm", f"a mapping with keys {', '.join(names)}", raw)
+    _check_keys("launch.slurm", raw, names, [])
+    v = {**dataclasses.asdict(SlurmConfig()), **raw}
+    options = v["sbatch"]
+    if not isinstance(options, (list, tuple)):
+        raise _fail("launch.slurm.sbatch", "a list of sbatch options such as --time=1-00:00:00", options)
+    for opt in options:
+        if not isinstance(opt, str) or not opt.startswith("-") or " " in opt.split("=", 1)[0]:
+            raise _fail("launch.slurm.sbatch", "options written as --name=value (one list item each)", opt)
+        if opt.split("=", 1)[0] in SWEEP_SBATCH:
+            raise _fail("launch.slurm.sbatch", f"no option the sweep sets itself ({', '.join(SWEEP_SBATCH[:10])})",
+                        opt)
+    return SlurmConfig(gres=_str("launch.slurm.gres", v["gres"]), sbatch=tuple(options),
+                       dir=_str("launch.slurm.dir", v["dir"]), git_remote=_str("launch.slurm.git_remote",
+                                                                               v["git_remote"]),
+                       stop_before_limit_s=_int("launch.slurm.stop_before_limit_s", v["stop_before_limit_s"],
+                                                lo=60))
 
 
 def _methods(raw: Any) -> tuple[str, ...]:

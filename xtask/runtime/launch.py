@@ -1,9 +1,10 @@
 """Where the train stage runs: in this process, under torchrun, or in the project's image.
 
 DVC on the host runs ``python -m pipeline.train ...``; params.yaml ``launch`` may say that the work belongs
-in the container (``where: docker``) or in several DDP processes (``nproc_per_node > 1``). Then this
-process replaces itself (exec) with the command that does it, so DVC keeps the pipeline while the GPU
-work runs elsewhere, and DVC's SIGTERM reaches docker or torchrun directly.
+in the container (``where: docker``) or in several DDP processes (``nproc_per_node > 1``). ``where: slurm``
+trains inside a SLURM job (the sweep's array tasks, xtask/tools/sweep.py) and refuses outside one.
+For docker or torchrun this process replaces itself (exec) with the command that does it, so DVC keeps the
+pipeline while the GPU work runs elsewhere, and DVC's SIGTERM reaches docker or torchrun directly.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from xtask.runtime import gpu_slots
 
 # Set in the image (Dockerfile): the re-run inside reads the same params and must not start docker again.
 IN_CONTAINER = "XTASK_IN_CONTAINER"
+SLURM_JOB = "SLURM_JOB_ID"  # set by SLURM in every job: where: slurm trains inside one, in this process
 WORKDIR = "/workspace"
 # Host folders outside the repository that the run may need, mounted at the same absolute path so that
 # a symlink (data/cityscapes -> /big/cityscapes) or a configured `dvc cache dir` resolves alike inside.
@@ -56,6 +58,11 @@ def launch_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], 
     """
     if cfg.where == "docker" and IN_CONTAINER not in env:
         return _docker_argv(cfg, args, env, Path(repo), uid, gid)
+    if cfg.where == "slurm" and SLURM_JOB not in env:
+        # never the login node's CPU or GPU in silence: the table's runs are the sweep's array tasks
+        raise XTaskError("launch.where: slurm, but this is no SLURM job (SLURM_JOB_ID unset): the train stage "
+                         "runs in the array tasks of `python -m pipeline.sweep submit` (docs/slurm.md); to train "
+                         "here, -S launch.where=host")
     if cfg.nproc_per_node > 1 and "LOCAL_RANK" not in env:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", str(cfg.nproc_per_node), "-m", "pipeline.train", *args]
