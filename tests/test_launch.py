@@ -117,3 +117,14 @@ def test_the_train_stage_with_where_docker_and_no_docker_stops_with_one_line(tmp
                        timeout=300)
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: launch.where: docker, but no `docker`")
+
+
+def test_docker_gives_the_container_the_callers_file_and_process_limits(monkeypatch):
+    # podman's docker socket would ask for 1048576 files and 4194304 processes, beyond what it may set
+    # where it lacks CAP_SYS_RESOURCE; docker run must say the limits itself
+    limits = {launch.resource.RLIMIT_NOFILE: (1024, 4096),
+              launch.resource.RLIMIT_NPROC: (launch.resource.RLIM_INFINITY, launch.resource.RLIM_INFINITY)}
+    monkeypatch.setattr(launch.resource, "getrlimit", limits.__getitem__)
+    argv = _docker()
+    opts = argv[:argv.index("xtask:test")]
+    assert _pairs(opts, "--ulimit") == ["nofile=1024:4096", "nproc=-1:-1"]  # -1: unlimited, to docker and podman

@@ -8,6 +8,7 @@ work runs elsewhere, and DVC's SIGTERM reaches docker or torchrun directly.
 from __future__ import annotations
 
 import os
+import resource
 import shlex
 import shutil
 import sys
@@ -33,6 +34,14 @@ def _docker_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str],
                  uid: int, gid: int) -> list[str]:
     argv = ["docker", "run", "--rm", "--init", "--gpus", "all", "--ipc=host", "--user", f"{uid}:{gid}",
             "-v", f"{repo}:{WORKDIR}", "-w", WORKDIR, "-e", "HOME=/tmp"]
+    # The limits on open files (DataLoader workers pass batches as file descriptors) and processes are the
+    # caller's, as the stage would have them on the host. Docker's daemon would apply its own, but podman's
+    # docker-compatible socket asks for 1048576 files and 4194304 processes when none are given, which
+    # fails ("setrlimit: operation not permitted") wherever that is above the hard limit and podman may
+    # not raise it: rootless podman, or root without CAP_SYS_RESOURCE. The caller's own limits it can set.
+    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        soft, hard = (-1 if v == resource.RLIM_INFINITY else v for v in resource.getrlimit(which))
+        argv += ["--ulimit", f"{name}={soft}:{hard}"]
     for var in SAME_PATH_MOUNTS:
         if env.get(var):
             argv += ["-v", f"{env[var]}:{env[var]}"]
