@@ -3,6 +3,7 @@ test itself builds and runs the image only where it is invoked (docs/containers.
 import fnmatch
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -46,27 +47,40 @@ def test_the_run_deletes_exactly_the_checked_metrics_then_reproduces_everything_
     assert globbed and globbed == {f for f in files if CHECKED.search(f)}
 
 
-def test_engine_config_is_toml_with_storage_under_the_work_dir_and_the_hosts_file_limit(tmp_path):
-    it.write_engine_config(tmp_path, 20000)
+def test_engine_config_is_toml_with_storage_under_the_work_dir_and_the_hosts_limits(tmp_path):
+    it.write_engine_config(tmp_path, {"nofile": "1024:20000", "nproc": "-1:-1"})
     storage = tomllib.loads((tmp_path / "storage.conf").read_text())["storage"]
     assert storage["graphroot"] == f"{tmp_path}/storage" and storage["driver"] == "overlay"
     conf = tomllib.loads((tmp_path / "containers.conf").read_text())
-    assert conf["containers"]["default_ulimits"] == ["nofile=20000:20000"]
+    assert conf["containers"]["default_ulimits"] == ["nofile=1024:20000", "nproc=-1:-1"]
     docker = tomllib.loads((tmp_path / "containers-docker.conf").read_text())
     assert "containers" not in docker and docker["engine"] == conf["engine"]  # stock limits for the docker route
     env = it.engine_env(tmp_path, {"PATH": "/bin"})
     assert env["CONTAINERS_CONF"] == str(tmp_path / "containers.conf") and env["PATH"] == "/bin"
 
 
-def test_the_docker_route_is_launchs_command_with_a_probe_and_only_gpus_dropped_on_request():
-    full = it.docker_probe_argv(Path("/r"), "img:t", {}, gpus=True)
-    bare = it.docker_probe_argv(Path("/r"), "img:t", {}, gpus=False)
-    at = full.index("img:t")
-    assert full[at + 1:] == ["python", "-c", it.PROBE] and full[:2] == ["docker", "run"]
-    assert "--ulimit" in full and full[full.index("--gpus") + 1] == "all"
-    i = full.index("--gpus")
-    assert bare == full[:i] + full[i + 2:]
-    compile(it.PROBE, "probe", "exec")
+def test_the_docker_route_is_launchs_command_with_its_training_replaced_by_a_probe():
+    argv = it.docker_probe_argv(Path("/r"), "img:t", {})
+    at = argv.index("img:t")
+    assert argv[at + 1:] == ["python", "-c", it.PROBE] and argv[:2] == ["docker", "run"]
+    assert "--ulimit" in argv and argv[argv.index("--gpus") + 1] == "all"  # nothing of launch's dropped
+    launched = it.launch.launch_argv(it.LaunchConfig(where="docker", image="img:t"), [], {}, Path("/r"),
+                                     it.os.getuid(), it.os.getgid())
+    assert argv[:at + 1] == launched[:launched.index("img:t") + 1]
+
+
+def test_the_probe_prints_what_the_docker_route_checks(tmp_path):
+    (tmp_path / "dvc.yaml").write_text("")
+    # a stand-in torch: importing the real one takes seconds, and the image's is what the route runs
+    (tmp_path / "torch.py").write_text("import types\n__version__ = '0.0'\ncuda = types.SimpleNamespace("
+                                       "is_available=lambda: False)\n")
+    r = subprocess.run([sys.executable, "-c", it.PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert it.probe_line(f"{soft}:{hard}") in r.stdout
+    assert it.probe_line("1:2") not in r.stdout
 
 
 def test_missing_tools_stop_with_one_line_naming_what_to_install(monkeypatch, tmp_path):
@@ -97,3 +111,10 @@ def test_the_makefile_target_runs_the_entry_with_its_dir_and_thread_count():
     assert "-m pipeline.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)" in recipe
     assert re.search(r"^\.PHONY:.* image-test\b", text, re.M)
     assert "image-test" not in (ROOT / ".ci" / "run").read_text()  # opt-in: CI has no engine
+
+
+def test_the_build_and_run_get_the_limits_launchs_docker_route_passes(monkeypatch):
+    import resource
+    limits = {resource.RLIMIT_NOFILE: (1024, 20000), resource.RLIMIT_NPROC: (500, 600)}
+    monkeypatch.setattr(resource, "getrlimit", limits.__getitem__)
+    assert it.launch_ulimits() == {"nofile": "1024:20000", "nproc": "500:600"}
