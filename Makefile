@@ -64,7 +64,7 @@ docker-repro:
 # Opt-in, not CI's (it has no engine): the image built for real with podman on a stand-in base made here
 # (Debian 12), the synthetic default reproduced inside it with CHECK_THREADS threads and checked like
 # check-metrics, then launch.where: docker through podman's docker socket (xtask/tools/image_test.py,
-# docs/containers.md). Root, podman, debootstrap, runc, ~25 GB under IMAGE_TEST_DIR (outside the repo).
+# docs/containers.md). Root, podman, debootstrap, runc, ~20 GB under IMAGE_TEST_DIR (outside the repo).
 IMAGE_TEST_DIR ?= /var/tmp/xtask-image
 image-test: setup
 	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)

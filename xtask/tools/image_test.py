@@ -19,19 +19,18 @@ repository):
 4. compare: those files against the host's HEAD within CI's measured tolerances
    (:func:`xtask.tools.metrics_check.check`, what ``make check-metrics`` runs).
 5. docker route: ``launch.where: docker``'s ``docker run`` (:func:`xtask.runtime.launch._docker_argv`), sent
-   by the docker CLI to podman's docker-compatible socket, once with ``--gpus all`` (reported: without a
-   GPU it cannot pass) and once with the rest of the flags only, running a probe of the user, the mount
-   and the limits in the built image. Skipped, in one line, when there is no ``docker`` CLI.
+   by the docker CLI to podman's docker-compatible socket (podman's stock limits: the command must bring
+   its own), its training replaced by a probe that must report the mount, the user and the open-file
+   limit; then what the engine made of ``--gpus all``, reported (podman drops it; there is no GPU here
+   to tell). Skipped, in one line, when there is no ``docker`` CLI.
 
 Each step prints its time. A failure is one line naming the step; the engine's own output is above it.
 """
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -281,6 +280,8 @@ def image_test(repo: Path, work: Path, say: Callable[[str], None] = print, threa
     steps = Steps(engine_env(work), say)
     steps.timed("base", lambda: make_base(steps, work))
     steps.timed("build", lambda: steps.run("build", build_argv(repo, mounts=pip_mounts())))
+    # the image a rebuild replaced, untagged (in this test's own storage only)
+    subprocess.run(["podman", "image", "prune", "--force"], env=steps.env, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="out-", dir=work) as tmp:
         steps.timed("run", lambda: run_and_copy_out(steps, Path(tmp) / "copy", threads))
         steps.timed("compare", lambda: check(repo, repo / "benchmarks/tolerance.json", ROOTS, "HEAD",
