@@ -38,7 +38,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from xtask.common.config import LaunchConfig
 from xtask.common.errors import XTaskError
-from xtask.runtime import launch
+from xtask.runtime import gpu_slots, launch
 from xtask.tools.metrics_check import ROOTS, check
 
 DEFAULT_DIR = Path("/var/tmp/xtask-image")
@@ -238,6 +238,7 @@ def docker_route(steps: Steps, work: Path, repo: Path) -> None:
             time.sleep(0.2)
         env = {**steps.env, "DOCKER_HOST": f"unix://{sock}"}
         probe = docker_probe_argv(repo, IMAGE, env)
+        gpu_slots.ensure_dir(gpu_slots.lock_dir(env))  # as launch does before docker run: never root's and closed
         out = steps.run("docker route", probe, env=env, capture_output=True, text=True).stdout
         want = probe_line(launch_ulimits()["nofile"])
         if want not in out:
