@@ -9,9 +9,11 @@
 # Toolkit: NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES, and NVIDIA_REQUIRE_CUDA=cuda>=13.0, which
 # makes `docker run --gpus` refuse a too-old host driver with a clear message instead of failing at
 # the first kernel. The official pytorch/pytorch images ship their own torch build, which would not be
-# the pinned wheel the rest of the project runs. Ubuntu 22.04: it packages Python 3.11, the version
-# the pins are tested with.
-FROM nvidia/cuda:13.0.2-base-ubuntu22.04
+# the pinned wheel the rest of the project runs.
+# BASE is a build argument so that the same file builds on a stand-in base where NVIDIA's registry is
+# out of reach: `make image-test` (docs/containers.md) builds it on a Debian 12 base made locally.
+ARG BASE=nvidia/cuda:13.0.2-base-ubuntu22.04
+FROM ${BASE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
@@ -29,15 +31,38 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # mounted repository, kept between runs, written as the caller, and already ignored by git and by
 # .dockerignore; a fixed USER keeps DVC's per-repository folder in it the same from run to run.
 
-# Apt packages follow the pinned base image's Ubuntu release rather than exact versions, which the
-# archive drops as it updates (a pinned version would break the build, not reproduce it). The system
-# git config trusts every repository: a mounted one belongs to the caller's uid, which need not be the
-# uid git runs as here (git would refuse it as "dubious ownership", and DVC with it).
+# Where Python 3.11 comes from: the pins are tested with a final 3.11 release, and Ubuntu 22.04 (the
+# default base) packages only 3.11.0rc1 (jammy-updates), so PYTHON=deadsnakes (the default) adds the
+# deadsnakes PPA, the usual source of final CPython releases for Ubuntu LTS, whose python3.11 then wins
+# over the release candidate by version. PYTHON=distro takes the base's own python3.11, for a base
+# whose release packages a final one (Debian 12: 3.11.2, the stand-in base of `make image-test`).
+# software-properties-common only adds the PPA (add-apt-repository fetches its signing key from
+# Launchpad) and goes again with what it pulled in.
+ARG PYTHON=deadsnakes
+
+# Apt packages follow the base image's release rather than exact versions, which the archive drops as
+# it updates (a pinned version would break the build, not reproduce it). The system git config trusts
+# every repository: a mounted one belongs to the caller's uid, which need not be the uid git runs as
+# here (git would refuse it as "dubious ownership", and DVC with it).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv git ca-certificates \
+    && apt-get install -y --no-install-recommends git ca-certificates \
+    && case "$PYTHON" in \
+        distro) ;; \
+        deadsnakes) apt-get install -y --no-install-recommends software-properties-common gpg-agent \
+            && add-apt-repository --yes ppa:deadsnakes/ppa ;; \
+        *) echo "PYTHON=$PYTHON: expected deadsnakes (the default base) or distro" >&2; exit 1 ;; \
+    esac \
+    && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+    && if [ "$PYTHON" = deadsnakes ]; then \
+        apt-get purge -y --auto-remove software-properties-common gpg-agent; fi \
     && rm -rf /var/lib/apt/lists/* \
     && git config --system --add safe.directory '*'
+
+# Stop here, in one line, unless python3.11 is a final 3.11 release (not the release candidate a base's
+# archive may hold): the pins and the committed metrics were made with one.
+COPY docker/check_python.py /usr/local/lib/xtask/check_python.py
+RUN python3.11 /usr/local/lib/xtask/check_python.py
 
 # The pinned dependencies, in their own layer before the code: editing the code reuses this layer.
 # pip's cache is a BuildKit cache mount, outside the image, so a changed pin downloads only itself

@@ -6,7 +6,7 @@ BASE ?= main
 # one thread count; 2 is what CI's machine has and what produced the committed metrics.
 CHECK_THREADS ?= 2
 
-.PHONY: setup repro test test-all test-slurm metrics-diff check-trace check-determinism check-metrics rehearse docker-build docker-repro
+.PHONY: setup repro test test-all test-slurm metrics-diff check-trace check-determinism check-metrics rehearse docker-build docker-repro image-test
 
 .venv/.installed: requirements.txt
 	python3 -m venv .venv
@@ -65,3 +65,11 @@ docker-build:
 
 docker-repro:
 	XTASK_UID=$$(id -u) XTASK_GID=$$(id -g) XTASK_IMAGE=$(IMAGE) docker compose run --rm repro
+
+# Opt-in, not CI's (it has no engine): the image built for real with podman on a stand-in base made here
+# (Debian 12), the synthetic default reproduced inside it with CHECK_THREADS threads and checked like
+# check-metrics, then launch.where: docker through podman's docker socket (xtask/tools/image_test.py,
+# docs/containers.md). Root, podman, debootstrap, runc, ~20 GB under IMAGE_TEST_DIR (outside the repo).
+IMAGE_TEST_DIR ?= /var/tmp/xtask-image
+image-test: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)

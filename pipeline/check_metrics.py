@@ -8,9 +8,7 @@ until the new numbers are committed. Prints one line per difference and exits 1.
 import argparse
 from pathlib import Path
 
-from xtask.common.errors import XTaskError
-from xtask.tools.metrics_check import (ROOTS, closest_to_tolerance, committed_metrics, compare, load_tolerances,
-                                       workspace_metrics)
+from xtask.tools.metrics_check import ROOTS, check
 
 from .cli import run
 
@@ -23,21 +21,7 @@ def main() -> None:
     parser.add_argument("--root", action="append", dest="roots",
                         help=f"a folder of metrics JSON; repeatable (default: {' '.join(ROOTS)})")
     args = parser.parse_args()
-    roots = args.roots or ROOTS
-    tolerances = load_tolerances(args.tolerances)
-    committed = committed_metrics(".", roots, args.rev)
-    if not committed:
-        raise XTaskError(f"no metrics JSON under {', '.join(roots)} in {args.rev}: nothing to check against")
-    reproduced = workspace_metrics(".", roots)
-    diffs = compare(committed, reproduced, tolerances)
-    for d in diffs:
-        print(d.line())
-    if diffs:
-        raise XTaskError(f"{len(diffs)} metrics differ from {args.rev}'s beyond their tolerances ({args.tolerances}): "
-                         f"if the change is intended, commit the reproduced files ({', '.join(roots)})")
-    numbers, equal, worst, where = closest_to_tolerance(committed, reproduced, tolerances)
-    print(f"metrics: {len(committed)} files, {numbers} numbers reproduce {args.rev}'s within their tolerances; "
-          f"{equal} bitwise equal" + (f", the closest at {worst:.2f} of its tolerance ({where})" if worst else ""))
+    check(".", args.tolerances, args.roots or ROOTS, args.rev)
 
 
 if __name__ == "__main__":

@@ -52,14 +52,61 @@ def test_hadolint_check_catches_errors(tmp_path):
 def test_dockerfile_pins_its_base_runs_as_non_root_and_installs_pins_before_the_code():
     text = (ROOT / "Dockerfile").read_text()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    base = next(ln.split()[1] for ln in lines if ln.startswith("FROM "))
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]+-ubuntu\d+\.\d+", base), base
+    # one stage, FROM the build argument BASE, whose default is the pinned CUDA base (make image-test
+    # passes a stand-in): declared before FROM, as a FROM can only read arguments declared there
+    froms = [i for i, ln in enumerate(lines) if ln.startswith("FROM ")]
+    assert len(froms) == 1 and lines[froms[0]] == "FROM ${BASE}", lines[froms[0]]
+    base = [ln for ln in lines[:froms[0]] if ln.startswith("ARG BASE=")]
+    assert len(base) == 1, "ARG BASE=<default> must come before FROM"
+    default = base[0].split("=", 1)[1]
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]+-ubuntu\d+\.\d+", default), default
     user = [ln for ln in lines if ln.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in ("0", "root")
     pins = next(i for i, ln in enumerate(lines) if "-r /tmp/requirements.txt" in ln)
     code = next(i for i, ln in enumerate(lines) if re.match(r"COPY .*\. /workspace$", ln))
     assert pins < code
     assert "safe.directory" in text and "git" in text and "XTASK_IN_CONTAINER=1" in text
+
+
+def test_the_image_python_is_checked_to_be_a_final_311_release_before_the_pins_install():
+    ins = _instructions((ROOT / "Dockerfile").read_text())
+    apt = next(i for i, s in enumerate(ins) if s.startswith("RUN ") and "install" in s and "python3.11" in s)
+    check = ins.index("RUN python3.11 /usr/local/lib/xtask/check_python.py")
+    venv = next(i for i, s in enumerate(ins) if "python3.11 -m venv" in s)
+    assert apt < check < venv
+    assert "COPY docker/check_python.py /usr/local/lib/xtask/check_python.py" in ins[apt:check]
+    # the default base (Ubuntu 22.04) gets its 3.11 from the deadsnakes PPA; PYTHON=distro takes the base's
+    assert "ARG PYTHON=deadsnakes" in ins[:apt]
+    assert "deadsnakes) " in ins[apt] and "add-apt-repository --yes ppa:deadsnakes/ppa" in ins[apt]
+    assert "distro) ;;" in ins[apt] and "*) echo" in ins[apt] and "exit 1" in ins[apt]
+
+
+def _check_python(*version) -> subprocess.CompletedProcess:
+    """docker/check_python.py run as the build runs it, by an interpreter that reports ``version``."""
+    major, minor, micro, level, serial = version
+    fake = f"{major}.{minor}.{micro}" + ("" if level == "final" else {"candidate": "rc"}.get(level, level[0]) +
+                                         str(serial))
+    code = ("import collections, runpy, sys\n"
+            "V = collections.namedtuple('V', 'major minor micro releaselevel serial')\n"
+            f"sys.version_info = V{version!r}\n"
+            f"sys.version = {fake + ' (fake)'!r}\n"
+            f"runpy.run_path({str(ROOT / 'docker' / 'check_python.py')!r}, run_name='__main__')\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("version", [(3, 11, 0, "candidate", 1), (3, 10, 12, "final", 0), (3, 12, 3, "final", 0),
+                                     (3, 11, 0, "beta", 4)])
+def test_check_python_stops_the_build_in_one_line_on_anything_but_a_final_311(version):
+    r = _check_python(*version)
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and "not a final 3.11 release" in lines[0], r.stderr
+    assert f"{version[0]}.{version[1]}.{version[2]}" in lines[0]
+
+
+def test_check_python_passes_a_final_311():
+    r = _check_python(3, 11, 2, "final", 0)
+    assert r.returncode == 0 and r.stderr == "" and "3.11.2, a final release" in r.stdout
 
 
 def _instructions(text: str) -> list[str]:

@@ -126,3 +126,24 @@ def test_the_train_stage_with_where_docker_and_no_docker_stops_with_one_line(tmp
                        timeout=300)
     assert r.returncode == 1, r.stderr[-2000:]
     assert r.stderr.strip().splitlines()[-1].startswith("error: launch.where: docker, but no `docker`")
+
+
+def test_docker_gives_the_container_the_callers_file_and_process_limits(monkeypatch):
+    # podman's docker socket would ask for 1048576 files and 4194304 processes, beyond what it may set
+    # where it lacks CAP_SYS_RESOURCE; docker run must say the limits itself
+    import resource
+    limits = {resource.RLIMIT_NOFILE: (1024, 4096), resource.RLIMIT_NPROC: (1000, 2000)}
+    monkeypatch.setattr(resource, "getrlimit", limits.__getitem__)
+    argv = _docker()
+    assert _pairs(argv[:argv.index("xtask:test")], "--ulimit") == ["nofile=1024:4096", "nproc=1000:2000"]
+
+
+@pytest.mark.parametrize("nproc, expected", [((-1, -1), "nproc=32768:32768"),
+                                             ((4096, 96367), "nproc=4096:32768")])
+def test_docker_caps_the_process_limit_at_what_podman_sets_itself(monkeypatch, nproc, expected):
+    import resource
+    inf = resource.RLIM_INFINITY
+    limits = {resource.RLIMIT_NOFILE: (inf, inf), resource.RLIMIT_NPROC: tuple(inf if v == -1 else v for v in nproc)}
+    monkeypatch.setattr(resource, "getrlimit", limits.__getitem__)
+    argv = _docker()
+    assert _pairs(argv[:argv.index("xtask:test")], "--ulimit") == ["nofile=-1:-1", expected]  # -1: unlimited

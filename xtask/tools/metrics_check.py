@@ -19,7 +19,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from xtask.common.errors import XTaskError
 
@@ -178,3 +178,26 @@ def closest_to_tolerance(committed: Mapping[str, Any], reproduced: Mapping[str, 
             if tol and a == a and b == b and abs(a - b) / tol > worst:
                 worst, where = abs(a - b) / tol, f"{file}: {key}"
     return numbers, equal, worst, where
+
+
+def check(repo: str | Path, tolerance_file: str | Path, roots: Iterable[str] = ROOTS, rev: str = "HEAD",
+          reproduced_in: str | Path | None = None, say: Callable[[str], None] = print) -> None:
+    """CI's check (``pipeline.check_metrics``): the reproduced metrics against ``rev``'s in ``repo``, each number
+    within its tolerance. They are read from ``repo``'s working tree, or from ``reproduced_in``, a folder laid
+    out like it (``make image-test`` copies them out of a container). Says one line per difference and
+    raises; else says how close they came."""
+    roots = list(roots)
+    tolerances = load_tolerances(tolerance_file)
+    committed = committed_metrics(repo, roots, rev)
+    if not committed:
+        raise XTaskError(f"no metrics JSON under {', '.join(roots)} in {rev}: nothing to check against")
+    reproduced = workspace_metrics(repo if reproduced_in is None else reproduced_in, roots)
+    diffs = compare(committed, reproduced, tolerances)
+    for d in diffs:
+        say(d.line())
+    if diffs:
+        raise XTaskError(f"{len(diffs)} metrics differ from {rev}'s beyond their tolerances ({tolerance_file}): "
+                         f"if the change is intended, commit the reproduced files ({', '.join(roots)})")
+    numbers, equal, worst, where = closest_to_tolerance(committed, reproduced, tolerances)
+    say(f"metrics: {len(committed)} files, {numbers} numbers reproduce {rev}'s within their tolerances; "
+        f"{equal} bitwise equal" + (f", the closest at {worst:.2f} of its tolerance ({where})" if worst else ""))
