@@ -117,4 +117,6 @@ def test_the_build_and_run_get_the_limits_launchs_docker_route_passes(monkeypatc
     import resource
     limits = {resource.RLIMIT_NOFILE: (1024, 20000), resource.RLIMIT_NPROC: (500, 600)}
     monkeypatch.setattr(resource, "getrlimit", limits.__getitem__)
-    assert it.launch_ulimits() == {"nofile": "1024:20000", "nproc": "500:600"}
+    assert it.launch.container_ulimits() == {"nofile": "1024:20000", "nproc": "500:600"}
+    argv = it.launch.launch_argv(it.LaunchConfig(where="docker", image=it.IMAGE), [], {}, Path("/r"), 0, 0)
+    assert [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ulimit"] == ["nofile=1024:20000", "nproc=500:600"]

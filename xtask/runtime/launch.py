@@ -31,23 +31,31 @@ PASSED_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NCC
               gpu_slots.JOBS_PER_GPU, gpu_slots.WAIT_S)
 
 
-def _docker_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], repo: Path,
-                 uid: int, gid: int) -> list[str]:
-    argv = ["docker", "run", "--rm", "--init", "--gpus", "all", "--ipc=host", "--user", f"{uid}:{gid}",
-            "-v", f"{repo}:{WORKDIR}", "-w", WORKDIR, "-e", "HOME=/tmp"]
-    # The limits on open files (DataLoader workers pass batches as file descriptors) and processes, said
-    # here because podman's docker-compatible socket otherwise asks for 1048576 files and 4194304
-    # processes, which fails ("error setting rlimit ...: operation not permitted") wherever that is above
-    # what podman may set: rootless podman, or root without CAP_SYS_RESOURCE (inside another container).
-    # Open files: the caller's limits, as the stage would have them on the host. Processes: the caller's
-    # too, but at most 32768, which podman (4.3, rootful) sets for itself and so for runc and the
-    # container; far more than a training run starts. Docker's daemon sets any of them.
-    import resource  # only this route reads the limits
+def container_ulimits() -> dict[str, str]:
+    """The container's limits, ``{"nofile": "soft:hard", "nproc": "soft:hard"}``: on open files (DataLoader
+    workers pass batches as file descriptors) and processes, said because podman's docker-compatible socket
+    otherwise asks for 1048576 files and 4194304 processes, which fails ("error setting rlimit ...:
+    operation not permitted") wherever that is above what podman may set: rootless podman, or root without
+    CAP_SYS_RESOURCE (inside another container). Open files: the caller's limits, as the stage would have
+    them on the host. Processes: the caller's too, but at most 32768, which podman (4.3, rootful) sets for
+    itself and so for runc and the container; far more than a training run starts. Docker's daemon sets
+    any of them."""
+    import resource  # only the container route reads the limits
+    out = {}
     for name, which, cap in (("nofile", resource.RLIMIT_NOFILE, None), ("nproc", resource.RLIMIT_NPROC, 32768)):
         soft, hard = (-1 if v == resource.RLIM_INFINITY else v for v in resource.getrlimit(which))
         if cap is not None:
             soft, hard = (cap if v == -1 else min(v, cap) for v in (soft, hard))
-        argv += ["--ulimit", f"{name}={soft}:{hard}"]
+        out[name] = f"{soft}:{hard}"
+    return out
+
+
+def _docker_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], repo: Path,
+                 uid: int, gid: int) -> list[str]:
+    argv = ["docker", "run", "--rm", "--init", "--gpus", "all", "--ipc=host", "--user", f"{uid}:{gid}",
+            "-v", f"{repo}:{WORKDIR}", "-w", WORKDIR, "-e", "HOME=/tmp"]
+    for name, value in container_ulimits().items():
+        argv += ["--ulimit", f"{name}={value}"]
     for var in SAME_PATH_MOUNTS:
         if env.get(var):
             argv += ["-v", f"{env[var]}:{env[var]}"]

@@ -69,15 +69,6 @@ def engine_env(work: Path, env: Mapping[str, str] = os.environ) -> dict[str, str
             "CONTAINERS_STORAGE_CONF": str(work / "storage.conf")}
 
 
-def launch_ulimits() -> dict[str, str]:
-    """The limits launch.where: docker's `docker run` gives the container ({"nofile": "soft:hard", ...}):
-    the build and the run here get the same."""
-    argv = launch.launch_argv(LaunchConfig(where="docker", image=IMAGE), [], {}, Path("/r"), 0, 0)
-    assert argv is not None
-    pairs = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--ulimit"]
-    return dict(p.split("=", 1) for p in pairs)
-
-
 def write_engine_config(work: Path, limits: Mapping[str, str]) -> None:
     """podman's configuration for this test, leaving the machine's own (/etc/containers) alone: storage under
     ``work``; containers.conf for the build and run, and containers-docker.conf, podman's stock limits, for
@@ -93,7 +84,7 @@ def write_engine_config(work: Path, limits: Mapping[str, str]) -> None:
     # default_ulimits: podman otherwise asks for 1048576 open files and 4194304 processes in every
     # container ("error setting rlimit type 6: operation not permitted" here), beyond what a root without
     # CAP_SYS_RESOURCE (itself in a container, as here) can set; launch's docker route has the same issue
-    # and passes limits podman can set (xtask.runtime.launch._docker_argv), which serve here too
+    # and passes limits podman can set (xtask.runtime.launch.container_ulimits), which serve here too
     ulimits = ", ".join(f'"{name}={value}"' for name, value in limits.items())
     (work / "containers.conf").write_text(f'[containers]\ndefault_ulimits = [{ulimits}]\n\n' + engine)
 
@@ -240,7 +231,7 @@ def docker_route(steps: Steps, work: Path, repo: Path) -> None:
         probe = docker_probe_argv(repo, IMAGE, env)
         gpu_slots.ensure_dir(gpu_slots.lock_dir(env))  # as launch does before docker run: never root's and closed
         out = steps.run("docker route", probe, env=env, capture_output=True, text=True).stdout
-        want = probe_line(launch_ulimits()["nofile"])
+        want = probe_line(launch.container_ulimits()["nofile"])
         if want not in out:
             raise XTaskError(f"image-test: docker route failed: the probe printed {_last_line(out)!r}, not {want!r}")
         steps.say(f"image-test: docker route: {_last_line(out)}")
@@ -277,7 +268,7 @@ def image_test(repo: Path, work: Path, say: Callable[[str], None] = print, threa
         raise XTaskError("image-test: run as root (rootful podman; debootstrap needs root)")
     if work.resolve().is_relative_to(repo.resolve()):
         raise XTaskError(f"image-test: {work} is inside the repository, whose build context it would join")
-    write_engine_config(work, launch_ulimits())
+    write_engine_config(work, launch.container_ulimits())
     steps = Steps(engine_env(work), say)
     steps.timed("base", lambda: make_base(steps, work))
     steps.timed("build", lambda: steps.run("build", build_argv(repo, mounts=pip_mounts())))
