@@ -4,7 +4,7 @@
 2. Training and evaluation throughput and peak GPU memory at the paper's two shapes (params.yaml's
    `cityscapes`: ResNet34, batch 8, 128x256; `nyu`: batch 6, 288x384), in five variants: fp32 (the
    published precision, `tf32: false`), tf32, bf16 autocast, channels_last (fp32) and torch.compile (fp32).
-   Random data, the training code itself (`train_step`, evaluation's forward).
+   Random data, the code `pipeline.bench` times (`train_step`; evaluation's forward and metric updates).
 3. A 2-epoch synthetic run at the Cityscapes training size through the stages (generate, prepare, train,
    evaluate), as a user runs them, timed per stage.
 4. The table's wall time (24 runs: 2 datasets x 4 methods x 3 seeds, params' epochs) recomputed from the
@@ -42,10 +42,8 @@ import table_time  # noqa: E402
 from xtask.common.config import DatasetConfig, load_params, read_yaml  # noqa: E402
 from xtask.common.errors import XTaskError  # noqa: E402
 from xtask.common.methods import METHODS  # noqa: E402
-from xtask.tools.bench import random_batch, rate  # noqa: E402
-from xtask.training.engine import build_model  # noqa: E402
+from xtask.tools.bench import eval_rate, rig, train_rate  # noqa: E402
 from xtask.training.hardware import describe_device, resolve  # noqa: E402
-from xtask.training.train import make_optimisation, train_step  # noqa: E402
 
 DATASETS = ("cityscapes", "nyu")
 # name -> the params a variant changes; fp32 first: the published precision, and the table's basis
@@ -105,23 +103,11 @@ def measure(cfg: DatasetConfig, device: str, size: Size) -> dict[str, Any]:
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(hw.device)
-    torch.manual_seed(0)
-    model = build_model(cfg, METHODS["xtask"], pretrained=False)
-    run_model = hw.model(model)
-    balancer, optimizer, scaler = make_optimisation(cfg, METHODS["xtask"], model, hw)
-    batch = random_batch(cfg, cfg.batch_size, hw.device)
+    r = rig(cfg, hw)
     warmup = size.warmup + (2 if hw.compile else 0)  # the first calls of a compiled model compile it
-    model.train()
-    train = rate(lambda: train_step(run_model, balancer, cfg, hw, batch, optimizer, scaler), cfg.batch_size,
-                 size.steps, warmup, hw.device)
+    train = train_rate(r, cfg, hw, steps=size.steps, warmup=warmup)
     peak = torch.cuda.max_memory_allocated(hw.device) / GIB if cuda else None
-    run_model.eval()
-
-    def forward() -> None:
-        with torch.no_grad(), hw.autocast():
-            run_model(hw.input(batch.image), with_transfer=False)
-
-    evaluation = rate(forward, cfg.batch_size, size.steps, warmup, hw.device)
+    evaluation = eval_rate(r, cfg, hw, steps=size.steps, warmup=warmup)
     return {"train_img_per_s": train, "eval_img_per_s": evaluation,
             "peak_train_memory_gib": None if peak is None else round(peak, 2)}
 

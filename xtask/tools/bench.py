@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -121,35 +122,61 @@ def raw_decode_rate(cfg: DatasetConfig, *, samples: int = 4, height: int = 1024,
         return samples / (time.perf_counter() - start)
 
 
-def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[str, Any]:
-    bs = cfg.batch_size
+@dataclass(frozen=True)
+class Rig:
+    """XTask at a dataset's shapes, ready to time: the model, what to call (maybe compiled), its balancing,
+    Adam, loss scaler and one random batch."""
+    model: torch.nn.Module
+    run_model: torch.nn.Module
+    balancer: Any
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    batch: Batch
+
+
+def rig(cfg: DatasetConfig, hw: Hardware) -> Rig:
     torch.manual_seed(0)
     model = build_model(cfg, pretrained=False)
     run_model = hw.model(model)
     balancer, optimizer, scaler = make_optimisation(cfg, METHODS["xtask"], model, hw)
-    batch = random_batch(cfg, bs, hw.device)
+    return Rig(model, run_model, balancer, optimizer, scaler, random_batch(cfg, cfg.batch_size, hw.device))
+
+
+def train_rate(r: Rig, cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> float:
+    """Images per second of the full training step (``train_step``)."""
+    r.model.train()
+    return rate(lambda: train_step(r.run_model, r.balancer, cfg, hw, r.batch, r.optimizer, r.scaler),
+                cfg.batch_size, steps, warmup, hw.device)
+
+
+def eval_rate(r: Rig, cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> float:
+    """Images per second of evaluation: the direct-only forward and the paper and standard metric updates."""
+    r.run_model.eval()
+    metrics = (PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index))
+
+    def eval_step():
+        with torch.no_grad(), hw.autocast():
+            out = r.run_model(hw.input(r.batch.image), with_transfer=False)
+        for m in metrics:
+            m.update(out.seg, out.depth, r.batch.seg, r.batch.depth)
+
+    return rate(eval_step, cfg.batch_size, steps, warmup, hw.device)
+
+
+def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[str, Any]:
+    bs = cfg.batch_size
+    r = rig(cfg, hw)
+    model, batch = r.model, r.batch
 
     one = Batch(*(t[:1] if t is not None else None for t in batch))
     model.eval()
     with torch.no_grad():
         fwd_flops = _flops(lambda: model(hw.input(one.image)))
     model.train()
-    step_flops = _flops(lambda: train_step(run_model, balancer, cfg, hw, one, optimizer, scaler))
+    step_flops = _flops(lambda: train_step(r.run_model, r.balancer, cfg, hw, one, r.optimizer, r.scaler))
 
-    model.train()
-    train_rate = rate(lambda: train_step(run_model, balancer, cfg, hw, batch, optimizer, scaler), bs, steps,
-                       warmup, hw.device)
-
-    run_model.eval()
-    metrics = (PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index))
-
-    def eval_step():
-        with torch.no_grad(), hw.autocast():
-            out = run_model(hw.input(batch.image), with_transfer=False)
-        for m in metrics:
-            m.update(out.seg, out.depth, batch.seg, batch.depth)
-
-    eval_rate = rate(eval_step, bs, steps, warmup, hw.device)
+    train = train_rate(r, cfg, hw, steps=steps, warmup=warmup)
+    evaluation = eval_rate(r, cfg, hw, steps=steps, warmup=warmup)
 
     logits = torch.randn(bs, cfg.num_classes, cfg.height, cfg.width, device=hw.device)
     paper = PaperMetrics(cfg.num_classes, cfg.ignore_index)
@@ -159,13 +186,13 @@ def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[
     extra = {"raw_png_samples_per_s": raw_decode_rate(cfg)} if cfg.format == "cityscapes" else {}
     device_name = torch.cuda.get_device_name(hw.device) if hw.device.type == "cuda" else "cpu"
     return {
-        "train_img_per_s": train_rate,
-        "eval_img_per_s": eval_rate,
+        "train_img_per_s": train,
+        "eval_img_per_s": evaluation,
         "loader_samples_per_s": loader_rate(cfg),
         "metric_img_per_s": metric_rate,
         "fwd_gflops_per_img": fwd_flops / 1e9,
         "train_step_gflops_per_img": step_flops / 1e9,
-        "train_tflops": step_flops * train_rate / 1e12,
+        "train_tflops": step_flops * train / 1e12,
         "device": device_name,
         "amp": hw.amp,
         "channels_last": hw.channels_last,
