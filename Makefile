@@ -33,30 +33,30 @@ test-slurm: setup
 
 # Reproduce, then the metrics and params diff against BASE (default main) as Markdown: the CI's PR comment.
 metrics-diff: repro
-	$(PY) -m pipeline.metrics_diff --base $(BASE)
+	$(PY) -m xtask.tools.metrics_diff --base $(BASE)
 
 # CI's tight check (.ci/run): the first optimiser steps of every loss, balancing and protocol variant in
 # float64 against the committed tests/trace_f64.json, within 1e-9 on any x86-64 CPU (docs/ci.md). After an
-# intended change of what training computes: `$(PY) -m pipeline.check_trace --write`, and commit the trace.
+# intended change of what training computes: `$(PY) -m xtask.tools.check_trace --write`, and commit the trace.
 check-trace: setup
-	$(PY) -m pipeline.check_trace
+	$(PY) -m xtask.tools.check_trace
 
 # CI's next check: a short run of the pipeline, twice, must write identical outputs here.
 check-determinism: setup
-	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.check_determinism
+	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m xtask.tools.check_determinism
 
 # CI's second check: reproduce with CHECK_THREADS CPU threads, then every committed number must come back
 # within its measured tolerance (benchmarks/tolerance.json; docs/ci.md). Also the way to produce the
 # metrics files to commit.
 check-metrics: setup
 	OMP_NUM_THREADS=$(CHECK_THREADS) PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
-	$(PY) -m pipeline.check_metrics
+	$(PY) -m xtask.tools.check_metrics
 
 # The paper's table shape on stand-in data through the routes users take: both raw formats, the real sections
 # with -S overrides, 16 queued runs, the report, a folder remote and a clone that reproduces nothing
 # (xtask/tools/rehearse.py; minutes on 2 cores). REHEARSE_DIR=<empty folder> keeps everything there.
 rehearse: setup
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.rehearse $(if $(REHEARSE_DIR),--keep $(REHEARSE_DIR))
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m xtask.tools.rehearse $(if $(REHEARSE_DIR),--keep $(REHEARSE_DIR))
 
 # The container route (docs/containers.md): build the image, then `dvc repro` inside it, as you (the
 # ids are passed here, so this needs no .env; plain `docker compose` reads them from .env).
@@ -72,4 +72,4 @@ docker-repro:
 # docs/containers.md). Root, podman, debootstrap, runc, ~20 GB under IMAGE_TEST_DIR (outside the repo).
 IMAGE_TEST_DIR ?= /var/tmp/xtask-image
 image-test: setup
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m pipeline.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(PY) -m xtask.tools.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xtask.tools.metrics_check import flatten  # noqa: E402
+from xtask.tools.check_metrics import flatten  # noqa: E402
 
 SEED_FILE = "metrics/synthetic/xtask/seedK.json"
 SPREAD = 2.0  # "within the seed spread": |difference of means| <= 2 x the larger of the two sample stds

@@ -4,7 +4,7 @@
 2. Training and evaluation throughput and peak GPU memory at the paper's two shapes (params.yaml's
    `cityscapes`: ResNet34, batch 8, 128x256; `nyu`: batch 6, 288x384), in five variants: fp32 (the
    published precision, `tf32: false`), tf32, bf16 autocast, channels_last (fp32) and torch.compile (fp32).
-   Random data, the code `pipeline.bench` times (`train_step`; evaluation's forward and metric updates).
+   Random data, the code `xtask.tools.bench` times (`train_step`; evaluation's forward and metric updates).
 3. A 2-epoch synthetic run at the Cityscapes training size through the stages (generate, prepare, train,
    evaluate), as a user runs them, timed per stage.
 4. The table's wall time (24 runs: 2 datasets x 4 methods x 3 seeds, params' epochs) recomputed from the
@@ -43,7 +43,7 @@ from xtask.common.config import DatasetConfig, load_params, read_yaml  # noqa: E
 from xtask.common.errors import XTaskError  # noqa: E402
 from xtask.common.methods import METHODS  # noqa: E402
 from xtask.tools.bench import eval_rate, rig, train_rate  # noqa: E402
-from xtask.training.hardware import describe_device, resolve  # noqa: E402
+from xtask.core.hardware import describe_device, resolve  # noqa: E402
 
 DATASETS = ("cityscapes", "nyu")
 # name -> the params a variant changes; fp32 first: the published precision, and the table's basis

@@ -30,8 +30,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xtask.tools.determinism import copy_repository  # noqa: E402
-from xtask.tools.metrics_check import tolerance_name  # noqa: E402
+from xtask.tools.check_determinism import copy_repository  # noqa: E402
+from xtask.tools.check_metrics import tolerance_name  # noqa: E402
 
 SEEDS = range(5)
 VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes with `seeds`, environment)

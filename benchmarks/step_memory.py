@@ -34,8 +34,8 @@ def measure(name: str, method: str = "xtask", steps: int = 2) -> dict:
     from xtask.common.config import load_params
     from xtask.common.methods import METHODS
     from xtask.tools.bench import random_batch
-    from xtask.training.engine import build_model
-    from xtask.training.hardware import Hardware
+    from xtask.core.model import build_model
+    from xtask.core.hardware import Hardware
     from xtask.training.train import make_optimisation, train_step
 
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 Work per run = training images x 3 x forward FLOPs (a training step costs 3 forwards: measured for XTask,
 214.4 / 71.5 and 726.6 / 242.4 in benchmarks/README.md) + validation images x forward FLOPs, every epoch.
 Forward FLOPs are counted here with torch's FlopCounterMode on the meta device (no compute: XTask's come
-out as the 71.5 and 242.4 GFLOPs pipeline.bench measured). The throughput is an *assumption* (no GPU was
+out as the 71.5 and 242.4 GFLOPs xtask.tools.bench measured). The throughput is an *assumption* (no GPU was
 at hand): --tflops per GPU, shared equally by the jobs on it. The default, 15 and 50 TFLOP/s, is the fp32
 range docs/gpus.md plans with; the first assumption, 100 fp32 and 200 bf16, is likely several times too
 optimistic for the paper's small batches. Runs are queued longest first, as
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from xtask.common.config import load_params  # noqa: E402
 from xtask.common.methods import METHODS  # noqa: E402
 from xtask.data.prepare import FULL_SIZES  # noqa: E402
-from xtask.training.engine import build_model  # noqa: E402
+from xtask.core.model import build_model  # noqa: E402
 
 STEP_PER_FORWARD = 3.0  # measured for XTask (benchmarks/README.md); assumed for the other methods
 

@@ -8,7 +8,7 @@ from xtask.common.io import write_json
 from xtask.common.methods import get_method
 from xtask.evaluation.evaluate import evaluate
 
-from .cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 
 def main() -> None:

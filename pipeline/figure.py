@@ -7,7 +7,7 @@ re-evaluates nothing.
 from xtask.reporting.colours import seg_palette
 from xtask.reporting.figures import read_examples, write_examples_figure
 
-from .cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 
 def main() -> None:

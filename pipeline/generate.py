@@ -3,7 +3,7 @@
 from xtask.data.synthetic import generate
 from xtask.common.errors import XTaskError
 
-from .cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 
 def main() -> None:

@@ -8,10 +8,10 @@ trained model); the JSON says which.
 import argparse
 
 from xtask.common.io import write_json
-from xtask.tools.inference_time import inference_time
-from xtask.training.hardware import resolve
+from xtask.evaluation.inference_time import inference_time
+from xtask.core.hardware import resolve
 
-from .cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 
 def _positive(text: str) -> int:

@@ -5,7 +5,7 @@ from pathlib import Path
 from xtask.data.prepare import prepare
 from xtask.common.errors import XTaskError
 
-from .cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 # What a raw dataset folder must hold, per on-disk format, and how to say so.
 EXPECTED = {

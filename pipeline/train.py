@@ -10,11 +10,11 @@ from dvclive import Live
 
 from xtask.common.methods import get_method
 from xtask.runtime.launch import exec_if_needed
-from xtask.training.distributed import teardown, world_from_env
-from xtask.training.hardware import require_device
+from xtask.core.distributed import teardown, world_from_env
+from xtask.core.hardware import require_device
 from xtask.training.train import SAVE_EVERY_S, train
 
-from .cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 
 def main() -> None:

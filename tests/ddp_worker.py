@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 from xtask.common.prepared import PreparedSplit
-from xtask.training.batches import batch_spec, iterate, make_loader
-from xtask.training.distributed import setup, teardown, world_from_env, wrap
-from xtask.training.engine import build_model, seed_everything
-from xtask.training.hardware import resolve
+from xtask.core.batches import batch_spec, iterate, make_loader
+from xtask.core.distributed import setup, teardown, world_from_env, wrap
+from xtask.core.model import build_model
+from xtask.training.engine import seed_everything
+from xtask.core.hardware import resolve
 from xtask.common.methods import METHODS
 from xtask.training.train import make_optimisation, train, train_step
 

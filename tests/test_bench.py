@@ -9,8 +9,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from xtask.tools.bench import bench
 from xtask.common.config import load_params
-from xtask.training.engine import build_model
-from xtask.training.hardware import resolve
+from xtask.core.model import build_model
+from xtask.core.hardware import resolve
 
 KEYS = {"train_img_per_s", "eval_img_per_s", "loader_samples_per_s", "metric_img_per_s", "fwd_gflops_per_img",
         "train_tflops", "device"}
@@ -40,7 +40,7 @@ def test_bench_reports_every_figure():
 
 @pytest.mark.slow
 def test_bench_command_prints_one_json_object_per_dataset():
-    r = subprocess.run([sys.executable, "-m", "pipeline.bench", "--dataset", "cityscapes", "--steps", "1"],
+    r = subprocess.run([sys.executable, "-m", "xtask.tools.bench", "--dataset", "cityscapes", "--steps", "1"],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()

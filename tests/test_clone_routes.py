@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from xtask.data.synthetic import generate
-from xtask.tools.determinism import COPIED, copy_code, run_in
+from xtask.tools.check_determinism import COPIED, copy_code, run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]

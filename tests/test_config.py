@@ -119,7 +119,7 @@ def test_a_bare_yaml_off_is_off():
 
 
 def test_corrections_add_to_protocol_original_only():
-    from xtask.training.protocol import PROTOCOLS, protocol_of
+    from xtask.core.protocol import PROTOCOLS, protocol_of
     raw = _with("nyu.corrections", ["mask_missing_depth", "normalise_nyu_input"])
     nyu = parse_params(raw).dataset("nyu")
     got = protocol_of(nyu)

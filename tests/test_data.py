@@ -15,8 +15,8 @@ from xtask.common.labels import CS_IGNORE_INDEX, class_names, cityscapes_lut, va
 from xtask.common.prepared import PreparedSplit
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
-from xtask.training.batches import batch_spec, to_batch
-from xtask.training.transforms import IMAGENET_MEAN, IMAGENET_STD, Draw, draw_augmentations, hflip, to_model_input, zoom
+from xtask.core.batches import batch_spec, to_batch
+from xtask.core.transforms import IMAGENET_MEAN, IMAGENET_STD, Draw, draw_augmentations, hflip, to_model_input, zoom
 from xtask.common.config import load_params
 from xtask.common.errors import XTaskError
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 # Imported by the entry points but never a dependency: argument parsing (dvc.yaml passes every
 # argument that matters) and where a stage runs (docker, torchrun), which changes no result.
-NOT_DEPENDENCIES = ("pipeline/cli.py", "xtask/runtime")
+NOT_DEPENDENCIES = ("xtask/common/cli.py", "xtask/runtime")
 # The stages whose entry point is pipeline/<name>.py, with the params prefix of their dataset.
 ENTRY = {"generate": "generate", "prepare": "prepare", "train": "train", "evaluate": "evaluate",
          "inference_time": "inference_time", "figure": "figure", "report": "report"}
@@ -122,7 +122,7 @@ def test_the_metrics_config_id_hashes_the_code_the_evaluate_stage_depends_on():
 def test_the_closure_sees_through_relative_and_package_imports(tmp_path):
     # the helper itself: an edit to xtask/training/losses.py must be seen as code the train stage runs
     files = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "pipeline" / "train.py")}
-    assert {"xtask/training/losses.py", "xtask/training/model/decoder.py", "xtask/common/config.py"} <= files
+    assert {"xtask/training/losses.py", "xtask/core/model/decoder.py", "xtask/common/config.py"} <= files
     assert not any(f.startswith("xtask/reporting") for f in files)
     # the figure is drawn by the reporting code alone: evaluate does not run it
     evaluated = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / "pipeline" / "evaluate.py")}

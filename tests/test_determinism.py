@@ -1,7 +1,7 @@
 """The determinism check's comparison: every output of two runs, byte for byte, checkpoints by tensor."""
 import torch
 
-from xtask.tools.determinism import compare
+from xtask.tools.check_determinism import compare
 
 
 def _run(root, depth=1.0, metric="55.1"):

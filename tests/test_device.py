@@ -10,7 +10,7 @@ import torch
 from tiny import prepare_tiny, tiny_config, train_tiny
 from xtask.common.config import load_params
 from xtask.common.errors import XTaskError
-from xtask.training import hardware
+from xtask.core import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from xtask.training.batches import EpochBatches, batch_spec, iterate, make_loader
+from xtask.core.batches import EpochBatches, batch_spec, iterate, make_loader
 from xtask.common.config import load_params
 from xtask.common.prepared import PreparedSplit
 from tiny import prepare_tiny
-from xtask.training.distributed import World, world_from_env
+from xtask.core.distributed import World, world_from_env
 from xtask.common.errors import XTaskError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def test_the_world_comes_from_torchruns_environment():
 def test_the_original_gradnorm_under_ddp_is_refused_in_one_line():
     from tiny import tiny_config
     from xtask.training.balancing import make_balancer
-    from xtask.training.engine import build_model
+    from xtask.core.model import build_model
     model = build_model(tiny_config(uncertainty_weights=False, gradnorm=True), pretrained=False)
     with pytest.raises(XTaskError, match="gradnorm under protocol original takes second-order gradients") as err:
         make_balancer("gradnorm", model, original=True, world=World(0, 2))

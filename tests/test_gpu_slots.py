@@ -13,7 +13,7 @@ import torch
 
 from xtask.common.errors import XTaskError
 from xtask.runtime import gpu_slots
-from xtask.training import hardware
+from xtask.core import hardware
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDER = """

@@ -11,7 +11,7 @@ import pytest
 
 from xtask.common.errors import XTaskError
 from xtask.tools import image_test as it
-from xtask.tools.metrics_check import CHECKED
+from xtask.tools.check_metrics import CHECKED
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def test_remove_tree_removes_a_tree_and_ignores_a_missing_one(tmp_path):
 def test_the_makefile_target_runs_the_entry_with_its_dir_and_thread_count():
     text = (ROOT / "Makefile").read_text()
     recipe = re.search(r"^image-test:.*\n\t(.*)$", text, re.M).group(1)
-    assert "-m pipeline.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)" in recipe
+    assert "-m xtask.tools.image_test --dir $(IMAGE_TEST_DIR) --threads $(CHECK_THREADS)" in recipe
     assert re.search(r"^\.PHONY:.* image-test\b", text, re.M)
     assert "image-test" not in (ROOT / ".ci" / "run").read_text()  # opt-in: CI has no engine
 

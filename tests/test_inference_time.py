@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from xtask.common.config import load_params
-from xtask.training.engine import build_model
-from xtask.training.hardware import resolve
-from xtask.tools.inference_time import MODES, inference_time
+from xtask.core.model import build_model
+from xtask.core.hardware import resolve
+from xtask.evaluation.inference_time import MODES, inference_time
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"enc_layers": 18, "decoder_width": 8, "ttnet_width": 4, "height": 64, "width": 128, "device": "cpu"}

@@ -100,7 +100,7 @@ def test_slurm_trains_here_inside_a_job_and_refuses_outside_one():
     assert launch.launch_argv(cfg, ARGS, {"SLURM_JOB_ID": "17"}, "/r", 1, 1) is None
     argv = launch.launch_argv(LaunchConfig(where="slurm", nproc_per_node=2), ARGS, {"SLURM_JOB_ID": "17"}, "/r", 1, 1)
     assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"]  # DDP inside the job, as on a host
-    with pytest.raises(XTaskError, match=r"launch.where: slurm, but this is no SLURM job .*pipeline.sweep submit"):
+    with pytest.raises(XTaskError, match=r"launch.where: slurm, but this is no SLURM job .*xtask.tools.sweep submit"):
         launch.launch_argv(cfg, ARGS, {}, "/r", 1, 1)
 
 

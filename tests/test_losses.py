@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from xtask.training.balancing import GradNorm
 from xtask.training.losses import loss_terms, original_kl_loss, transferred_seg_loss
-from xtask.training.model import XTaskOutput
+from xtask.core.model import XTaskOutput
 
 def test_transferred_targets_are_detached():
     torch.manual_seed(0)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tiny import prepare_tiny, tiny_config, train_tiny
-from xtask.training.engine import build_model, combine, compute_terms
+from xtask.core.model import build_model
+from xtask.training.engine import combine, compute_terms
 from xtask.common.errors import XTaskError
 from xtask.evaluation.evaluate import evaluate
 from xtask.common.methods import METHODS

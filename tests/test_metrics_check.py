@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from xtask.common.errors import XTaskError
-from xtask.tools.metrics_check import MISSING, committed_metrics, compare, flatten, load_tolerances, same_value, workspace_metrics
+from xtask.tools.check_metrics import MISSING, committed_metrics, compare, flatten, load_tolerances, same_value, workspace_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 M = {"dataset": "synthetic", "seed": 0, "paper": {"miou": 55.29, "abs_err": 0.01689}, "per_class": [1.0, 0.0]}
@@ -90,7 +90,7 @@ def repo(tmp_path):
 
 def _check(repo, *args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "pipeline.check_metrics", "--root", "metrics", "--tolerances",
+    return subprocess.run([sys.executable, "-m", "xtask.tools.check_metrics", "--root", "metrics", "--tolerances",
                            "tolerance.json", *args], cwd=repo,
                           env=env, capture_output=True, text=True, timeout=120)
 
@@ -135,7 +135,7 @@ def test_the_committed_metrics_files_parse():
 
 
 def test_the_local_metrics_diff_runs_against_head():
-    r = subprocess.run([sys.executable, "-m", "pipeline.metrics_diff", "--base", "HEAD"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "xtask.tools.metrics_diff", "--base", "HEAD"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "### Metrics: `HEAD` -> this workspace" in r.stdout and "### Params: `HEAD`" in r.stdout
@@ -148,7 +148,7 @@ def test_the_workflow_reruns_the_pipeline_and_posts_the_diff_on_pull_requests():
     steps = wf["jobs"]["metrics"]["steps"]
     assert steps[0]["uses"].startswith("actions/checkout@") and steps[0]["with"]["fetch-depth"] == 0
     run = "\n".join(s.get("run", "") for s in steps)
-    for needed in ("make repro", "pipeline.metrics_diff --base main", "gh pr comment \"$PR\" --body-file body.md"):
+    for needed in ("make repro", "xtask.tools.metrics_diff --base main", "gh pr comment \"$PR\" --body-file body.md"):
         assert needed in run, needed
     assert wf["jobs"]["metrics"]["env"]["OMP_NUM_THREADS"] == "2"  # as the committed metrics were made
 
@@ -158,18 +158,18 @@ def test_ci_runs_the_tests_then_both_checks():
     assert lines[-4:] == ["make test", "make check-trace", "make check-determinism", "make check-metrics"]
     make = (ROOT / "Makefile").read_text()
     recipe = make.split("\ncheck-determinism:")[1].split("\n\n")[0]
-    assert "OMP_NUM_THREADS=$(CHECK_THREADS)" in recipe and "-m pipeline.check_determinism" in recipe
+    assert "OMP_NUM_THREADS=$(CHECK_THREADS)" in recipe and "-m xtask.tools.check_determinism" in recipe
     make = (ROOT / "Makefile").read_text()
     recipe = make.split("\ncheck-metrics:")[1].split("\n\n")[0]
     assert "OMP_NUM_THREADS=$(CHECK_THREADS)" in recipe and "dvc repro" in recipe
-    assert recipe.rstrip().endswith("$(PY) -m pipeline.check_metrics")
+    assert recipe.rstrip().endswith("$(PY) -m xtask.tools.check_metrics")
     assert "\nCHECK_THREADS ?= 2\n" in make
-    assert "metrics-diff: repro\n\t$(PY) -m pipeline.metrics_diff --base $(BASE)" in make
+    assert "metrics-diff: repro\n\t$(PY) -m xtask.tools.metrics_diff --base $(BASE)" in make
 
 
 def test_the_shipped_tolerances_cover_every_committed_number():
     tolerances = load_tolerances(ROOT / "benchmarks/tolerance.json")
-    from xtask.tools.metrics_check import tolerance_name
+    from xtask.tools.check_metrics import tolerance_name
     for file, data in committed_metrics(ROOT).items():
         measured = tolerances[tolerance_name(file)]
         numbers = [k for k, v in flatten(data).items() if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -3,8 +3,8 @@ import torch
 
 import fixtures
 from xtask.common.errors import XTaskError
-from xtask.training.model import XTaskNet, convert_original_state_dict, default_pretrained_path
-from xtask.training.model.convert import original_key
+from xtask.core.model import XTaskNet, convert_original_state_dict, default_pretrained_path
+from xtask.core.model.convert import original_key
 
 @pytest.mark.parametrize("enc_layers,num_classes,batch_norm,wider", [(34, 7, False, False), (34, 13, True, False),
                                                                       (50, 19, False, True)])

@@ -1,4 +1,4 @@
-"""`python -m pipeline.parity DIR`: this installation against the values the original code computed
+"""`python -m xtask.tools.parity DIR`: this installation against the values the original code computed
 (tests/reference/fixtures, the project's copy of them), one line per case, exit 1 on any failure."""
 import json
 import shutil
@@ -14,7 +14,7 @@ FIXTURES = ROOT / "tests" / "reference" / "fixtures"
 
 
 def _parity(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.parity", str(folder)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "xtask.tools.parity", str(folder)], cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
 
 

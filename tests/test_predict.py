@@ -18,14 +18,14 @@ from xtask.reporting.colours import colourise_seg, seg_palette
 from xtask.common.config import load_params
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
-from xtask.training.engine import build_model
+from xtask.core.model import build_model
 from xtask.common.errors import XTaskError
 from xtask.evaluation.evaluate import evaluate
 from xtask.reporting.figures import Examples, panels, write_examples_figure
-from xtask.training.model.convert import convert_key
-from xtask.training.transforms import to_model_input
+from xtask.core.model.convert import convert_key
+from xtask.core.transforms import to_model_input
 from xtask.tools.predict import predict_files
-from xtask.evaluation.weights import load_weights, trained_model
+from xtask.core.weights import load_weights, trained_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # The listing's first configuration: the parity fixtures' c0, at the original's widths (decoder 128, TTNet 64).
@@ -85,7 +85,7 @@ def work(tmp_path_factory):
 def test_predict_cli_reads_an_original_checkpoint(work, tmp_path):
     root, params, cfg = work
     out = tmp_path / "out"
-    r = _run(["pipeline.predict", "--checkpoint", str(root / "model.pth"), "--dataset", "synthetic", "--params",
+    r = _run(["xtask.tools.predict", "--checkpoint", str(root / "model.pth"), "--dataset", "synthetic", "--params",
               str(params), "--out", str(out), "--raw", "--device", "cpu", "--no-progress", str(root / "images")])
     assert r.returncode == 0, r.stderr
     stems = ("a", "b", "grey")
@@ -134,7 +134,7 @@ def test_evaluate_reads_an_original_checkpoint_and_draws_the_figure(work, tmp_pa
 
 def test_an_original_checkpoint_of_another_architecture_is_one_line(work, tmp_path):
     root, _, cfg = work
-    r = _run(["pipeline.predict", "--checkpoint", str(root / "model.pth"), "--dataset", "synthetic", "--params",
+    r = _run(["xtask.tools.predict", "--checkpoint", str(root / "model.pth"), "--dataset", "synthetic", "--params",
               str(_params(tmp_path / "p.yaml", **{**FULL, "num_classes": 19})), "--out", str(tmp_path / "out"),
               str(root / "images" / "a.png")])
     line = _one_line_error(r)
@@ -156,7 +156,7 @@ def test_a_file_that_is_no_checkpoint_is_one_line(work, tmp_path):
         load_weights(tmp_path / "other.pt", cfg)
     with pytest.raises(XTaskError, match="a.png: not a loadable checkpoint"):
         load_weights(root / "images" / "a.png", cfg)
-    r = _run(["pipeline.predict", "--checkpoint", str(tmp_path / "other.pt"), "--dataset", "synthetic", "--params",
+    r = _run(["xtask.tools.predict", "--checkpoint", str(tmp_path / "other.pt"), "--dataset", "synthetic", "--params",
               str(params), "--out", str(tmp_path / "out"), str(root / "images" / "a.png")])
     assert "other.pt: not a model checkpoint" in _one_line_error(r)
 
@@ -172,7 +172,7 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_output_of_its_own(work, t
     torch.save({"model": build_model(dataclasses.replace(cfg, **TINY)).state_dict(),
                 "config": dataclasses.asdict(dataclasses.replace(cfg, **TINY)), "seed": 0, "epoch": 1},
                tmp_path / "best.pt")
-    r = _run(["pipeline.predict", "--checkpoint", str(tmp_path / "best.pt"), "--dataset", "synthetic", "--params",
+    r = _run(["xtask.tools.predict", "--checkpoint", str(tmp_path / "best.pt"), "--dataset", "synthetic", "--params",
               str(params), "--out", str(tmp_path / "out"), "--device", "cpu", str(inputs)])
     assert _one_line_error(r) == f"error: {inputs / 'z.png'}: cannot be read as an image (expected PNG or JPEG)"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_depth.png", "a_seg.png"]

@@ -58,7 +58,7 @@ def test_the_report_check_can_fail():
 
 @pytest.mark.slow  # 16 queued tiny runs, the table, a remote and a clone: minutes on 2 cores
 def test_make_rehearse(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.rehearse", "--keep", str(tmp_path / "work")], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "xtask.tools.rehearse", "--keep", str(tmp_path / "work")], cwd=ROOT,
                        capture_output=True, text=True, timeout=3600,
                        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xtask.tools.determinism import OUTPUTS, prepare_copy, run_in
+from xtask.tools.check_determinism import OUTPUTS, prepare_copy, run_in
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]

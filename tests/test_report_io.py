@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import report as report_stage
-from pipeline.cli import run
+from xtask.common.cli import run
 from xtask.common.errors import XTaskError
 from xtask.common.io import atomic_path, write_json
 from xtask.reporting.report import collect

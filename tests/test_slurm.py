@@ -1,6 +1,6 @@
 """The table on SLURM, for real (docs/slurm.md): a single-node SLURM 22.05 on localhost (tests/localslurm.py:
 Debian's packages, installed if missing, a generated config, 3 fake GPUs), a tiny table of 3 tasks (synthetic,
-1 epoch, seeds 0, 1, 2) submitted by ``python -m pipeline.sweep submit`` as one array.
+1 epoch, seeds 0, 1, 2) submitted by ``python -m xtask.tools.sweep submit`` as one array.
 
 Checked: every task saw its own GPU (CUDA_VISIBLE_DEVICES); a task stopped mid-run (scancel, as a preemption
 stops it) says "stopped", keeps its resumable state, and ``resubmit`` submits it alone, after which it
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import localslurm
-from xtask.tools.determinism import copy_repository, run_in
+from xtask.tools.check_determinism import copy_repository, run_in
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +67,9 @@ def _tiny(where: str, sweeps: Path):
 
 
 def _sweep(args, repo, env, timeout=300) -> str:
-    r = subprocess.run([PYTHON, "-m", "pipeline.sweep", *args], cwd=repo, env=env, capture_output=True,
+    r = subprocess.run([PYTHON, "-m", "xtask.tools.sweep", *args], cwd=repo, env=env, capture_output=True,
                        text=True, timeout=timeout)
-    assert r.returncode == 0, f"pipeline.sweep {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+    assert r.returncode == 0, f"xtask.tools.sweep {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
 

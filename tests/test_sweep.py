@@ -98,7 +98,7 @@ def test_a_task_requeues_itself_alone_not_its_array():
 
 def test_the_batch_script_execs_the_task_runner_so_the_signal_reaches_it(tmp_path):
     script = tool.BATCH_SCRIPT.format(repo="/r", python="/v/bin/python", folder="/s/1")
-    assert script.startswith("#!/bin/bash\n") and script.rstrip().endswith("exec /v/bin/python -m pipeline.sweep task /s/1")
+    assert script.startswith("#!/bin/bash\n") and script.rstrip().endswith("exec /v/bin/python -m xtask.tools.sweep task /s/1")
     r = subprocess.run(["bash", "-n"], input=script, text=True)
     assert r.returncode == 0
 
@@ -164,7 +164,7 @@ def test_submit_refuses_what_tasks_could_not_run_one_line_each(tmp_path):
 
 
 def test_status_without_a_sweep_names_the_folder_and_the_command(tmp_path):
-    with pytest.raises(XTaskError, match="no sweep yet .* pipeline.sweep submit"):
+    with pytest.raises(XTaskError, match="no sweep yet .* xtask.tools.sweep submit"):
         tool.latest(tmp_path, SlurmConfig())
     with pytest.raises(XTaskError, match="not a sweep folder"):
         tool.load(tmp_path)

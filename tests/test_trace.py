@@ -1,4 +1,4 @@
-"""The float64 trace (xtask/tools/trace.py, `make check-trace` in .ci/run): the committed trace is what this
+"""The float64 trace (xtask/tools/check_trace.py, `make check-trace` in .ci/run): the committed trace is what this
 tree computes, and a one-line change of a loss, a balancer or the protocol moves it far beyond the
 tolerance. Each case traces one small variant (seconds); `make check-trace` runs them all."""
 import json
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from xtask.common.config import load_params
-from xtask.tools import trace
-from xtask.training import balancing, batches, losses
+from xtask.tools import check_trace as trace
+from xtask.core import batches
+from xtask.training import balancing, losses
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = json.loads((ROOT / "tests" / "trace_f64.json").read_text())
@@ -69,12 +70,12 @@ def test_check_trace_says_what_differs_and_exits_1(tmp_path):
     changed = json.loads(json.dumps(COMMITTED))
     changed["variants"]["stl_seg"]["terms"][1][0] *= 1 + 1e-6
     (tmp_path / "trace.json").write_text(json.dumps(changed))
-    r = subprocess.run([sys.executable, "-m", "pipeline.check_trace", "--trace", str(tmp_path / "trace.json"),
+    r = subprocess.run([sys.executable, "-m", "xtask.tools.check_trace", "--trace", str(tmp_path / "trace.json"),
                         "--variants", "stl_seg"],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 1
     assert "FAIL stl_seg terms step 2: relative difference 1e-06 > 1e-09" in r.stdout
     assert r.stderr.strip().startswith("error: 1 of ") and "rerun with --write" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "pipeline.check_trace", "--variants", "stl_sge"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "xtask.tools.check_trace", "--variants", "stl_sge"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.strip() == f"error: --variants: stl_sge is not a variant ({', '.join(trace.VARIANTS)})"

@@ -12,8 +12,8 @@ from tiny import prepare_tiny, tiny_config, train_tiny
 from xtask.common.errors import XTaskError
 from xtask.data.prepare import RawSplit
 from xtask.evaluation.evaluate import evaluate
-from xtask.training import checkpoint
-from xtask.training.batches import batch_spec, iterate, make_loader
+from xtask.core import checkpoint
+from xtask.core.batches import batch_spec, iterate, make_loader
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_a_state_of_other_params_or_code_is_kept_and_never_resumed(tiny, tmp_pat
     old_state = calls[0]
     assert old_state.is_file() and old_state.parent.parent.name == "synthetic-xtask-seed5"
     capsys.readouterr()
-    monkeypatch.setattr(resume, "code_hash", lambda: "changed")
+    monkeypatch.setattr(resume, "code_hash", lambda units: "changed")
     train_tiny(cfg, 5, data, tmp_path / "run")
     err = capsys.readouterr().err
     assert "other params or code is kept" in err and "code '" in err and "'changed'" in err
@@ -204,7 +204,7 @@ def test_fp32_means_fp32_unless_tf32_is_asked_for(tiny, tf32, precision):
     """PyTorch's default lets cuDNN convolutions run in TF32 on Ampere and newer GPUs; the published runs
     were fp32, so every run sets the precision of convolutions and matmuls from ``tf32`` (false unless
     asked). The flags are process-wide and settable without a GPU, so this holds on the CPU too."""
-    from xtask.training.hardware import resolve
+    from xtask.core.hardware import resolve
     _, _, cfg = tiny
     before = torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
     torch.backends.cudnn.conv.fp32_precision = "tf32"  # PyTorch's default for convolutions

@@ -23,8 +23,8 @@ SWITCH = ("auto", "on", "off")
 CLASSES = {"cityscapes": (7, 19), "nyu": (13,)}
 # The choice lists params.yaml may hold; the code that implements each choice imports them from here.
 ENC_LAYERS = (18, 34, 50, 101, 152)
-PROTOCOLS = ("original", "corrected")  # what each one does: xtask/training/protocol.py
-# The corrections ``protocol: corrected`` makes, each one a switch of xtask/training/protocol.py's Protocol;
+PROTOCOLS = ("original", "corrected")  # what each one does: xtask/core/protocol.py
+# The corrections ``protocol: corrected`` makes, each one a switch of xtask/core/protocol.py's Protocol;
 # ``corrections`` adds some of them to ``protocol: original`` (to measure what each defect costs).
 CORRECTIONS = ("rescale_inverse_depth", "aligned_masks", "mask_missing_depth",
                "normalise_nyu_input", "stl_dataset_betas", "clean_gradnorm", "per_pixel_kl", "image_weighted_val_loss")
@@ -122,7 +122,7 @@ STAGE_KEYS = {
 
 @dataclass(frozen=True)
 class SlurmConfig:
-    """How ``python -m pipeline.sweep`` submits the table to SLURM (section ``launch.slurm``; docs/slurm.md).
+    """How ``python -m xtask.tools.sweep`` submits the table to SLURM (section ``launch.slurm``; docs/slurm.md).
     Read by the sweep tool only: no stage depends on it."""
     gres: str = "gpu:1"            # each array task's --gres (one task = one dataset x method x seed)
     sbatch: tuple[str, ...] = ()   # further sbatch options, as written (--partition=gpu, --time=1-0, ...)

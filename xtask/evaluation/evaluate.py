@@ -14,17 +14,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtask.training.batches import BatchSpec, batch_spec, iterate, make_loader, to_batch
-from xtask.training.protocol import protocol_of
+from xtask.core.batches import BatchSpec, batch_spec, iterate, make_loader, to_batch
+from xtask.core.protocol import protocol_of
 from xtask.common.config import DatasetConfig
 from xtask.common.labels import class_names
 from xtask.common.prepared import PreparedSplit
 from xtask.common.io import atomic_path
-from xtask.training.hardware import Hardware, resolve
+from xtask.core.hardware import Hardware, resolve
 from xtask.common.methods import METHODS, Method
 from xtask.common.metrics import PaperMetrics, ShuffledBatchDepth, StandardMetrics
 from xtask.evaluation.identity import identity
-from xtask.evaluation.weights import trained_model
+from xtask.core.weights import trained_model
 
 PERCENT = ("miou", "pix_acc")
 FIGURE_IMAGES = 4

@@ -11,11 +11,11 @@ import json
 from typing import Any
 
 from xtask.common.config import DatasetConfig
-from xtask.evaluation.weights import Weights
-from xtask.training.resume import code_hash, config_hash
+from xtask.core.weights import Weights
+from xtask.common.digest import code_hash, config_hash
 
 # The evaluate stage's code deps in dvc.yaml (tests/test_dependencies.py holds the two together).
-EVALUATE_CODE = ("pipeline/evaluate.py", "xtask/common", "xtask/training", "xtask/evaluation")
+EVALUATE_CODE = ("pipeline/evaluate.py", "xtask/common", "xtask/core", "xtask/evaluation")
 
 
 def identity(weights: Weights, cfg: DatasetConfig) -> dict[str, Any]:

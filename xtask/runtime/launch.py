@@ -82,7 +82,7 @@ def launch_argv(cfg: LaunchConfig, args: Sequence[str], env: Mapping[str, str], 
     if cfg.where == "slurm" and SLURM_JOB not in env:
         # never the login node's CPU or GPU in silence: the table's runs are the sweep's array tasks
         raise XTaskError("launch.where: slurm, but this is no SLURM job (SLURM_JOB_ID unset): the train stage "
-                         "runs in the array tasks of `python -m pipeline.sweep submit` (docs/slurm.md); to train "
+                         "runs in the array tasks of `python -m xtask.tools.sweep submit` (docs/slurm.md); to train "
                          "here, -S launch.where=host")
     if cfg.nproc_per_node > 1 and "LOCAL_RANK" not in env:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",

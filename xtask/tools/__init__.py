@@ -1,2 +1,3 @@
-"""Commands beside the pipeline (bench, predict, inference time, metric checks, parity): no
-training or evaluation result depends on them."""
+"""Commands beside the pipeline, each ``python -m xtask.tools.<name>`` (bench, predict, parity, the metric,
+trace and determinism checks, the rehearsal, the SLURM sweep, the image test, the metrics diff): no stage
+depends on them."""

@@ -16,16 +16,21 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from xtask.training.batches import Batch, batch_spec, iterate, make_loader
+from xtask.core.batches import Batch, batch_spec, iterate, make_loader
 from xtask.common.config import DatasetConfig
 from xtask.common.methods import METHODS
 from xtask.common.prepared import DEPTH_KINDS, IMAGE_DTYPES, PreparedSplit, create_arrays
 from xtask.data.prepare import RawSplit
 from xtask.data.synthetic import generate
-from xtask.training.engine import build_model
-from xtask.training.hardware import Hardware
+from xtask.core.model import build_model
+from xtask.core.hardware import Hardware
 from xtask.common.metrics import PaperMetrics, StandardMetrics
 from xtask.training.train import make_optimisation, train_step
+import argparse
+import dataclasses
+from xtask.common.config import load_params
+from xtask.core.hardware import resolve
+from xtask.common.cli import run
 
 
 def random_batch(cfg: DatasetConfig, n: int, device: torch.device, seed: int = 0) -> Batch:
@@ -205,3 +210,40 @@ def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[
         "threads": torch.get_num_threads(),
         **extra,
     }
+
+
+USAGE = """Benchmark: throughput of training, evaluation, loading and table metrics at the paper's shapes.
+
+Prints one JSON object per dataset, keyed by the dataset's name. The shapes, batch size and model come
+from the dataset's params.yaml section (Cityscapes: bs 8, 128x256, 7 classes; NYUv2: bs 6, 288x384, 13).
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=USAGE)
+    parser.add_argument("--dataset", choices=("cityscapes", "nyu"), action="append",
+                        help="dataset shapes to benchmark (repeatable; default both)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                        help="autocast dtype (auto: bf16 on a GPU that has it, off on a CPU)")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 3 on CPU, 30 on GPU)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    for name in args.dataset or ["cityscapes", "nyu"]:
+        cfg = params.dataset(name)
+        changes = {"compile": args.compile or cfg.compile}
+        if args.channels_last:
+            changes["channels_last"] = args.channels_last
+        cfg = dataclasses.replace(cfg, **changes)
+        hw = resolve(cfg, args.device, amp_override=args.amp)
+        gpu = hw.device.type == "cuda"
+        steps = args.steps or (30 if gpu else 3)
+        result = bench(cfg, hw, steps=steps, warmup=(10 if hw.compile else 3) if gpu else 1)
+        print(json.dumps({name: result}), flush=True)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -17,7 +17,7 @@ repository):
    with ``OMP_NUM_THREADS=2`` (the committed metrics' thread count) and no network. The image's copies
    of the checked metrics files are deleted first, so only what the run writes can pass.
 4. compare: those files against the host's HEAD within CI's measured tolerances
-   (:func:`xtask.tools.metrics_check.check`, what ``make check-metrics`` runs).
+   (:func:`xtask.tools.check_metrics.check`, what ``make check-metrics`` runs).
 5. docker route: ``launch.where: docker``'s ``docker run`` (:func:`xtask.runtime.launch._docker_argv`), sent
    by the docker CLI to podman's docker-compatible socket (podman's stock limits: the command must bring
    its own), its training replaced by a probe that must report the mount, the user and the open-file
@@ -39,7 +39,9 @@ from typing import Callable, Mapping, Optional, Sequence
 from xtask.common.config import LaunchConfig
 from xtask.common.errors import XTaskError
 from xtask.runtime import gpu_slots, launch
-from xtask.tools.metrics_check import ROOTS, check
+from xtask.tools.check_metrics import ROOTS, check
+import argparse
+from xtask.common.cli import run
 
 DEFAULT_DIR = Path("/var/tmp/xtask-image")
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -281,3 +283,27 @@ def image_test(repo: Path, work: Path, say: Callable[[str], None] = print, threa
     if docker:
         steps.timed("docker route", lambda: docker_route(steps, work, repo))
     return steps.times
+
+
+USAGE = """`make image-test`: build the image with podman on a locally made stand-in base (Debian 12), reproduce the
+synthetic default inside it, and check its metrics against the committed ones within CI's tolerances; then
+launch.where: docker's `docker run` through podman's docker-compatible socket (xtask/tools/image_test.py,
+docs/containers.md). Opt-in: needs root, podman, debootstrap and runc, and tens of GB under --dir."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=USAGE)
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                        help=f"podman's configuration and storage, outside the repository (default {DEFAULT_DIR})")
+    parser.add_argument("--threads", type=int, default=THREADS,
+                        help=f"OMP_NUM_THREADS in the container (default {THREADS}, the committed metrics')")
+    parser.add_argument("--no-docker-route", action="store_true",
+                        help="skip the docker CLI -> podman socket check")
+    args = parser.parse_args()
+    times = image_test(Path.cwd(), args.dir, say=lambda line: print(line, flush=True),
+                       threads=args.threads, docker=not args.no_docker_route)
+    print("image-test: passed; " + ", ".join(f"{step} {s:.0f} s" for step, s in times.items()))
+
+
+if __name__ == "__main__":
+    run(main)

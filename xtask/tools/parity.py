@@ -44,15 +44,19 @@ from xtask.common.methods import METHODS
 from xtask.common.metrics import PaperMetrics
 from xtask.common.prepared import to_stored
 from xtask.data import cityscapes, nyu
-from xtask.training.batches import Batch, batch_spec, loss_masks, to_batch
-from xtask.training.engine import build_model, combine
+from xtask.core.batches import Batch, batch_spec, loss_masks, to_batch
+from xtask.core.model import build_model
+from xtask.training.engine import combine
 from xtask.training.float64 import float64_mode
-from xtask.training.hardware import resolve
+from xtask.core.hardware import resolve
 from xtask.training.losses import loss_terms, task_losses
-from xtask.training.model import XTaskOutput, convert_original_state_dict
-from xtask.training.model.convert import original_key
+from xtask.core.model import XTaskOutput, convert_original_state_dict
+from xtask.core.model.convert import original_key
 from xtask.training.train import make_optimisation, train_step
-from xtask.training.transforms import Draw
+from xtask.core.transforms import Draw
+import argparse
+import sys
+from xtask.common.cli import run
 
 CLASSIC = ("model_parity", "loss_parity", "metric_parity")  # described by MANIFEST.json
 FORMATS = {"cs": "cityscapes", "nyu": "nyu"}
@@ -574,3 +578,39 @@ def check_folder(folder: Path) -> Iterator[CaseResult]:
         raise XTaskError(f"{folder}: no parity fixtures ({', '.join(f'{k}.npz' for k in CHECKS)}) found")
     for path in files:
         yield from check_file(path)
+
+
+USAGE = """Check this installation against a folder of parity fixtures computed by the original xtask_mt code
+(model, loss, metric, data and training-step parity; see xtask/tools/parity.py): one line per case with
+its largest error and its tolerance (the fixtures' own, never widened); a case that cannot run fails
+alone with its reason; exit 1 if a case fails or the folder holds no fixture.
+
+    python -m xtask.tools.parity tests/reference/fixtures
+
+It computes in one CPU thread, as the fixtures were made. The float32 training-step cases are judged at
+their first step only (rounding moves the later ones by percents, docs/parity.md); the float64 cases run
+in float64 and hold every step to the manifest's fixed tolerance.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a folder of *_parity.npz fixtures (searched recursively)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"parity: torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"{torch.backends.cpu.get_cpu_capability()} kernels", flush=True)
+    failed = total = 0
+    for case in check_folder(args.folder):
+        total += 1
+        failed += not case.passed
+        print(case.line(), flush=True)
+    if failed:
+        raise XTaskError(f"{failed} of {total} parity cases in {args.folder} fail: this installation does not "
+                         "compute what the original computed")
+    print(f"parity: all {total} cases in {args.folder} within their tolerances")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    run(main)

@@ -5,7 +5,7 @@ DVC's queue runs on one machine, and DVC's repository lock forbids two runs in o
 
     <launch.slurm.dir>/<sweep id>/
         sweep.json               what was submitted: the commit, the git remote, the tasks, the arrays
-        task.sh                  the batch script: ``python -m pipeline.sweep task <this folder>``
+        task.sh                  the batch script: ``python -m xtask.tools.sweep task <this folder>``
         slurm/<job>_<index>.out  SLURM's own output of each task (what happens before the task's log starts)
         tasks/<name>/repo        the task's checkout: a clone of the git remote at the commit
         tasks/<name>/log         the task's log, every attempt appended (git, dvc, the stages' output)
@@ -46,9 +46,12 @@ from xtask.common.config import Params, SlurmConfig
 from xtask.common.errors import XTaskError
 from xtask.common.io import write_json, write_text
 from xtask.runtime import slurm
+import argparse
+from xtask.common.config import load_params
+from xtask.common.cli import run
 
 # this interpreter by an absolute path: task.sh and the steps run it from other folders (`.venv/bin/python -m
-# pipeline.sweep` leaves sys.executable relative)
+# xtask.tools.sweep` leaves sys.executable relative)
 PYTHON = os.path.abspath(sys.executable)
 SWEEP_FILE = "sweep.json"
 STATUS_FILE = "status.json"
@@ -100,7 +103,7 @@ class Sweep:
 def load(folder: Path) -> Sweep:
     path = Path(folder) / SWEEP_FILE
     if not path.is_file():
-        raise XTaskError(f"{folder}: no {SWEEP_FILE}: not a sweep folder (python -m pipeline.sweep submit makes one)")
+        raise XTaskError(f"{folder}: no {SWEEP_FILE}: not a sweep folder (python -m xtask.tools.sweep submit makes one)")
     raw = json.loads(path.read_text())
     return Sweep(folder=Path(folder).resolve(), id=raw["id"], commit=raw["commit"], git_remote=raw["git_remote"],
                  git_url=raw["git_url"], set_params=tuple(raw["set_params"]),
@@ -116,7 +119,7 @@ def latest(repo: Path, cfg: SlurmConfig) -> Path:
     root = sweeps_root(repo, cfg)
     found = sorted(p for p in root.glob(f"*/{SWEEP_FILE}")) if root.is_dir() else []
     if not found:
-        raise XTaskError(f"{root}: no sweep yet (launch.slurm.dir); python -m pipeline.sweep submit starts one")
+        raise XTaskError(f"{root}: no sweep yet (launch.slurm.dir); python -m xtask.tools.sweep submit starts one")
     return found[-1].parent
 
 
@@ -170,10 +173,10 @@ def _check_submittable(repo: Path, params: Params, env: Mapping[str, str]) -> tu
 
 
 BATCH_SCRIPT = """#!/bin/bash
-# Written by `python -m pipeline.sweep submit` (docs/slurm.md): one array task = one dataset x method x seed.
+# Written by `python -m xtask.tools.sweep submit` (docs/slurm.md): one array task = one dataset x method x seed.
 # exec: the task runner is the batch shell, so that sbatch's --signal=B:... reaches it.
 cd {repo}
-exec {python} -m pipeline.sweep task {folder}
+exec {python} -m xtask.tools.sweep task {folder}
 """
 
 
@@ -310,7 +313,7 @@ def collect(repo: Path, sweep: Sweep, env: Mapping[str, str], say: Callable[[str
     rest = [r for r in found if r.state != "done"]
     say(f"sweep {sweep.id}: collected {len(done)} of {len(found)} experiments"
         + (f"; not done: {', '.join(f'{r.task.name} ({r.state})' for r in rest)}" if rest else "")
-        + ("; `python -m pipeline.sweep resubmit` submits the failed and stopped ones again"
+        + ("; `python -m xtask.tools.sweep resubmit` submits the failed and stopped ones again"
            if any(r.state in RESUBMIT for r in rest) else ""))
     return done
 
@@ -428,7 +431,7 @@ def run_task(folder: Path, env: Mapping[str, str]) -> int:
     Returns the exit status; the status file says what happened."""
     sweep = load(folder)
     if "SLURM_ARRAY_TASK_ID" not in env:
-        raise XTaskError("no SLURM_ARRAY_TASK_ID: `pipeline.sweep task` is the body of an array task (task.sh)")
+        raise XTaskError("no SLURM_ARRAY_TASK_ID: `xtask.tools.sweep task` is the body of an array task (task.sh)")
     index = int(env["SLURM_ARRAY_TASK_ID"])
     if not 0 <= index < len(sweep.tasks):
         raise XTaskError(f"SLURM_ARRAY_TASK_ID={index}: the sweep has tasks 0-{len(sweep.tasks) - 1}")
@@ -488,3 +491,57 @@ def _requeue(env: Mapping[str, str], log) -> bool:
     r = subprocess.run(["scontrol", "requeue", job], env=dict(env), capture_output=True, text=True, timeout=60)
     log.write(f"$ scontrol requeue {job}: {'ok' if r.returncode == 0 else (r.stderr.strip() or r.returncode)}\n")
     return r.returncode == 0
+
+
+USAGE = """The table on SLURM (launch.where: slurm; docs/slurm.md): one sbatch --array, one task per dataset x method x
+seed of params.yaml's run, methods and seeds, each in its own checkout; results come back as DVC experiments.
+
+  submit     check (committed, pushed, a default DVC remote), then sbatch the array
+  status     every task's state (squeue, else its status file), job, GPUs; --log NAME prints a task's log
+  collect    dvc exp pull the finished tasks' experiments into this repository
+  resubmit   sbatch again, as a new array, the tasks that are neither done nor in the queue
+  task       the body of one array task (task.sh runs it; not for users)
+
+status, collect and resubmit act on the newest sweep under launch.slurm.dir unless --sweep names one.
+xtask/tools/sweep.py.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("submit", "status", "collect", "resubmit", "task"))
+    parser.add_argument("folder", nargs="?", type=Path, help="task: the sweep folder (task.sh passes it)")
+    parser.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    parser.add_argument("--sweep", type=Path, default=None,
+                        help="the sweep folder (default: the newest under launch.slurm.dir)")
+    parser.add_argument("-S", "--set-param", dest="set_params", action="append", default=[], metavar="KEY=VALUE",
+                        help="submit: also passed to every task's dvc exp run (repeatable), e.g. -S nyu.epochs=1")
+    parser.add_argument("--log", metavar="TASK", default=None,
+                        help="status: print this task's log (its name, e.g. nyu-xtask-0) instead of the table")
+    parser.add_argument("--lines", type=int, default=40, help="status --log: the last this many lines (default 40)")
+    args = parser.parse_args()
+    if args.command == "task":
+        if args.folder is None:
+            parser.error("task: the sweep folder is required")
+        sys.exit(run_task(args.folder, os.environ))
+    repo = Path.cwd()
+    params = load_params(args.params)
+    cfg = params.launch.slurm
+    if args.command == "submit":
+        submit(repo, params, args.set_params, os.environ)
+        return
+    sweep = load(args.sweep or latest(repo, cfg))
+    if args.command == "status":
+        if args.log:
+            print(task_log(sweep, args.log, args.lines))
+        else:
+            print(f"sweep {sweep.id} ({sweep.folder}), commit {sweep.commit[:12]}")
+            print(format_rows(rows(sweep, tool_env(os.environ))))
+    elif args.command == "collect":
+        collect(repo, sweep, os.environ)
+    else:
+        resubmit(sweep, cfg, os.environ)
+
+
+if __name__ == "__main__":
+    run(main)

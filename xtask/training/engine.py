@@ -1,4 +1,4 @@
-"""What training and evaluation share: device choice, model construction, one forward pass's losses."""
+"""One forward pass's loss terms and their combination per method; seeding."""
 from __future__ import annotations
 
 import random
@@ -6,26 +6,18 @@ import random
 import numpy as np
 import torch
 
-from xtask.training.batches import Batch
+from xtask.core.batches import Batch
 from xtask.common.config import DatasetConfig
 from xtask.training.losses import loss_terms, task_losses
 from xtask.common.methods import DEPTH, METHODS, SEG, Method
-from xtask.training.model import XTaskNet, XTaskOutput
-from xtask.training.protocol import protocol_of
+from xtask.core.model import XTaskOutput
+from xtask.core.protocol import protocol_of
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_model(cfg: DatasetConfig, method: Method = METHODS["xtask"], *, pretrained: bool | None = None
-                ) -> XTaskNet:
-    return XTaskNet(cfg.enc_layers, cfg.num_classes, cfg.batch_norm, cfg.wider_ttnet,
-                    decoder_width=cfg.decoder_width, ttnet_width=cfg.ttnet_width,
-                    use_pretrain=cfg.use_pretrain if pretrained is None else pretrained,
-                    pretrained_path=cfg.pretrained_path, tasks=method.tasks, transfer=method.transfer)
 
 
 def compute_terms(cfg: DatasetConfig, out: XTaskOutput, batch: Batch,

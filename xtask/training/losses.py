@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from xtask.common.config import LP_LOSSES, TDEP_LOSSES, TSEG_LOSSES
-from xtask.training.model import XTaskOutput
+from xtask.core.model import XTaskOutput
 
 
 

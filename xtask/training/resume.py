@@ -26,33 +26,19 @@ import numpy as np
 import torch
 
 from xtask.common.config import DatasetConfig
-from xtask.training import checkpoint
+from xtask.common.digest import code_hash, config_hash
+from xtask.core import checkpoint
 
 # The code a trained model depends on, relative to the repository root: the train stage's code deps
 # in dvc.yaml (tests/test_dependencies.py holds the two together).
-TRAIN_CODE = ("pipeline/train.py", "xtask/common", "xtask/training")
-REPO = Path(__file__).resolve().parents[2]
+TRAIN_CODE = ("pipeline/train.py", "xtask/common", "xtask/core", "xtask/training")
 STATE = "state.pt"
-
-
-def code_hash(units: tuple[str, ...] = TRAIN_CODE, root: Path = REPO) -> str:
-    """Of every Python source in ``units`` (files or folders under ``root``)."""
-    digest = hashlib.sha256()
-    for unit in units:
-        path = root / unit
-        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(source.relative_to(root).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def hashed_config(cfg: DatasetConfig, seed: int, method: str, data_meta: dict[str, Any]) -> dict[str, Any]:
     """Everything the run's result depends on, as plain values."""
     return {**cfg.stage_values("train"), "dataset": cfg.name, "seed": seed, "method": method,
-            "data": data_meta, "code": code_hash()}
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            "data": data_meta, "code": code_hash(TRAIN_CODE)}
 
 
 def run_config(hashed: dict[str, Any]) -> dict[str, Any]:

@@ -15,17 +15,18 @@ from typing import Any, Optional
 import torch
 from tqdm import tqdm
 
-from xtask.training import checkpoint
+from xtask.core import checkpoint
 from xtask.training.balancing import FixedWeights, make_balancer
 from xtask.common.prepared import PreparedSplit
-from xtask.training.batches import Batch, BatchSpec, batch_spec, iterate, make_loader
+from xtask.core.batches import Batch, BatchSpec, batch_spec, iterate, make_loader
 from xtask.common.config import DatasetConfig
-from xtask.training.distributed import World, check_batch, setup, wrap
-from xtask.training.engine import build_model, combine, compute_terms, seed_everything
+from xtask.core.distributed import World, check_batch, setup, wrap
+from xtask.core.model import build_model
+from xtask.training.engine import combine, compute_terms, seed_everything
 from xtask.common.methods import METHODS, Method
 from xtask.common.errors import XTaskError
-from xtask.training.hardware import Hardware, describe_device, resolve
-from xtask.training.protocol import protocol_of
+from xtask.core.hardware import Hardware, describe_device, resolve
+from xtask.core.protocol import protocol_of
 from xtask.common.metrics import PaperMetrics
 from xtask.training.resume import (Scratch, StopRequest, describe_change, hashed_config, restore_rng, run_config,
                                    rng_state)
@@ -213,7 +214,7 @@ def train(cfg: DatasetConfig, seed: int, data_dir: Path, out_dir: Path, *, scrat
     folder is removed once the run finished. ``restart`` discards it. Returns a summary.
 
     Under torchrun (``world`` of several ranks) every rank calls this; rank 0 alone writes files and
-    logs, and the state is written at epoch ends only (see ``xtask.training.distributed``)."""
+    logs, and the state is written at epoch ends only (see ``xtask.core.distributed``)."""
     hw = resolve(cfg, device_override, amp_override=amp_override)
     check_batch(cfg.batch_size, world, f"{cfg.name}.batch_size")
     hw = dataclasses.replace(hw, device=setup(world, hw.device))

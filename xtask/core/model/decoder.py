@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from xtask.training.model.blocks import conv_bn_relu, init_xavier, upsample2x
+from xtask.core.model.blocks import conv_bn_relu, init_xavier, upsample2x
 
 
 class Decoder(nn.Module):

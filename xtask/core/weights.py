@@ -24,15 +24,15 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 
-from xtask.training import checkpoint
+from xtask.core import checkpoint
 from xtask.common.config import DatasetConfig
-from xtask.training.engine import build_model
+from xtask.core.model import build_model
 from xtask.common.errors import XTaskError
 from xtask.common.methods import METHODS, Method
-from xtask.training.batches import normalised_input
-from xtask.training.protocol import protocol_of
-from xtask.training.transforms import IMAGENET_MEAN, IMAGENET_STD
-from xtask.training.model import XTaskNet, XTaskOutput, convert_original_state_dict
+from xtask.core.batches import normalised_input
+from xtask.core.protocol import protocol_of
+from xtask.core.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xtask.core.model import XTaskNet, XTaskOutput, convert_original_state_dict
 
 # The settings that change the network's shape: a checkpoint must agree on all of them.
 ARCHITECTURE = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "decoder_width", "ttnet_width")

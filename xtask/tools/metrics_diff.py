@@ -13,7 +13,7 @@ import sys
 from xtask.common.errors import XTaskError
 from xtask.common.io import write_text
 
-from .cli import run
+from xtask.common.cli import run
 
 
 def _dvc(*args: str) -> str:

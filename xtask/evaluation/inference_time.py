@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from xtask.common.config import DatasetConfig
-from xtask.training.engine import build_model
-from xtask.training.hardware import Hardware
-from xtask.evaluation.weights import trained_model
+from xtask.core.model import build_model
+from xtask.core.hardware import Hardware
+from xtask.core.weights import trained_model
 
 MODES = {"direct": False, "full": True}  # name -> with_transfer
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtask.training.model.blocks import conv_bn_relu, init_xavier, upsample2x
+from xtask.core.model.blocks import conv_bn_relu, init_xavier, upsample2x
 
 
 def _double_conv(in_ch: int, out_ch: int, batch_norm: bool) -> nn.Module:

@@ -5,7 +5,7 @@ fresh copy of the repository, with the same thread count; then every output is c
 
 This is the first of CI's two checks (docs/ci.md): it holds on any machine, whatever its CPU, and
 catches nondeterminism (an unseeded generator, a race, an order that depends on the file system). The
-second, the committed metrics within a measured tolerance, is ``xtask.tools.metrics_check``.
+second, the committed metrics within a measured tolerance, is ``xtask.tools.check_metrics``.
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ import yaml
 
 from xtask.common.config import read_yaml
 from xtask.common.errors import XTaskError
+import argparse
+from xtask.common.cli import run
 
 COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
 # The short run: 2 epochs on 16 + 8 generated images (under a minute per run on 2 cores).
@@ -120,3 +122,22 @@ def check(root: Path, report: Callable[[str], None] = print) -> int:
     for name, difference in results:
         report(f"{'same    ' if difference is None else 'DIFFERS '} {name}" + (f": {difference}" if difference else ""))
     return sum(difference is not None for _, difference in results)
+
+
+USAGE = """Check that the pipeline repeats itself bitwise on this machine: a short run of the synthetic default,
+twice, in fresh copies of the repository with the same CPU thread count (set OMP_NUM_THREADS), every
+output compared byte for byte; one line per file, exit 1 if any differs (xtask/tools/check_determinism.py)."""
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=USAGE).parse_args()
+    print(f"determinism: two short runs with {torch.get_num_threads()} CPU threads each", flush=True)
+    differing = check(Path.cwd())
+    if differing:
+        raise XTaskError(f"{differing} outputs differ between two identical runs: the pipeline is not deterministic "
+                         "on this machine")
+    print("determinism: the two runs wrote identical outputs")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,6 +1,6 @@
 """Batches from a split: whole batches read at once (memory-mapped prepared arrays), then moved to
 the device, normalised and (for training) augmented there as tensor ops, with the loss masks the
-protocol (``xtask.training.protocol``) says."""
+protocol (``xtask.core.protocol``) says."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from xtask.common.prepared import STORED_IGNORE
-from xtask.training.distributed import World
-from xtask.training.protocol import Protocol, protocol_of
-from xtask.training.transforms import Draw, draw_augmentations, hflip, to_model_input, zoom
+from xtask.core.distributed import World
+from xtask.core.protocol import Protocol, protocol_of
+from xtask.core.transforms import Draw, draw_augmentations, hflip, to_model_input, zoom
 
 
 class Batch(NamedTuple):

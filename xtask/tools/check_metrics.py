@@ -9,7 +9,7 @@ kernels or on another CPU kind (``benchmarks/analyse_runs.py`` derives them from
 measured tolerance, and everything that is not a number, must be equal. Timings (``inference.json``)
 are measured, not reproduced, and the report's tables are derived from the checked files: neither is
 compared. Whether the code repeats itself bitwise on one machine is the other check
-(``xtask.tools.determinism``).
+(``xtask.tools.check_determinism``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from xtask.common.errors import XTaskError
+import argparse
+from xtask.common.cli import run
 
 # where the evaluate stage writes its per-run JSON: plain outputs with `cache: false` in dvc.yaml, so in
 # git (what this compares against) though no DVC metric (that is metrics/summary.json). The train stage's
@@ -182,7 +184,7 @@ def closest_to_tolerance(committed: Mapping[str, Any], reproduced: Mapping[str, 
 
 def check(repo: str | Path, tolerance_file: str | Path, roots: Iterable[str] = ROOTS, rev: str = "HEAD",
           reproduced_in: str | Path | None = None, say: Callable[[str], None] = print) -> None:
-    """CI's check (``pipeline.check_metrics``): the reproduced metrics against ``rev``'s in ``repo``, each number
+    """CI's check (``xtask.tools.check_metrics``): the reproduced metrics against ``rev``'s in ``repo``, each number
     within its tolerance. They are read from ``repo``'s working tree, or from ``reproduced_in``, a folder laid
     out like it (``make image-test`` copies them out of a container). Says one line per difference and
     raises; else says how close they came."""
@@ -201,3 +203,27 @@ def check(repo: str | Path, tolerance_file: str | Path, roots: Iterable[str] = R
     numbers, equal, worst, where = closest_to_tolerance(committed, reproduced, tolerances)
     say(f"metrics: {len(committed)} files, {numbers} numbers reproduce {rev}'s within their tolerances; "
         f"{equal} bitwise equal" + (f", the closest at {worst:.2f} of its tolerance ({where})" if worst else ""))
+
+
+USAGE = """Check that the metrics in the workspace (after `dvc repro`) are the committed ones, each number within
+its measured tolerance (benchmarks/tolerance.json; xtask/tools/check_metrics.py says how it is derived).
+
+`make check-metrics` runs `dvc repro` first, with the committed files' CPU thread count; .ci/run calls
+it, so a change that moves the synthetic metrics beyond what another CPU kind or seed could fails CI
+until the new numbers are committed. Prints one line per difference and exits 1.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=USAGE)
+    parser.add_argument("--tolerances", type=Path, default=Path("benchmarks/tolerance.json"),
+                        help="measured tolerance per number (default benchmarks/tolerance.json)")
+    parser.add_argument("--rev", default="HEAD", help="the commit holding the expected metrics (default HEAD)")
+    parser.add_argument("--root", action="append", dest="roots",
+                        help=f"a folder of metrics JSON; repeatable (default: {' '.join(ROOTS)})")
+    args = parser.parse_args()
+    check(".", args.tolerances, args.roots or ROOTS, args.rev)
+
+
+if __name__ == "__main__":
+    run(main)

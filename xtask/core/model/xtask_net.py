@@ -7,9 +7,9 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from xtask.training.model.decoder import Decoder
-from xtask.training.model.encoder import ResNetEncoder
-from xtask.training.model.transfer import TaskTransferNet
+from xtask.core.model.decoder import Decoder
+from xtask.core.model.encoder import ResNetEncoder
+from xtask.core.model.transfer import TaskTransferNet
 
 
 class XTaskOutput(NamedTuple):

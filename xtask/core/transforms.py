@@ -62,7 +62,7 @@ def zoom(image: torch.Tensor, seg: torch.Tensor, depth: torch.Tensor, draw: Draw
          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One image's scale-crop: image (1,3,H,W) bilinear with align_corners (as the original), seg (1,H,W)
     and depth (1,1,H,W) nearest, so no invented classes or depths between surfaces. Depth values are
-    not rescaled here (the protocol decides: ``xtask.training.batches``)."""
+    not rescaled here (the protocol decides: ``xtask.core.batches``)."""
     _, _, h, w = image.shape
     ch, cw = int(h / draw.scale), int(w / draw.scale)
     window = (slice(None), slice(None), slice(draw.top, draw.top + ch), slice(draw.left, draw.left + cw))
