@@ -4,7 +4,7 @@
 2. Training and evaluation throughput and peak GPU memory at the paper's two shapes (params.yaml's
    `cityscapes`: ResNet34, batch 8, 128x256; `nyu`: batch 6, 288x384), in five variants: fp32 (the
    published precision, `tf32: false`), tf32, bf16 autocast, channels_last (fp32) and torch.compile (fp32).
-   Random data, the code `xtask.tools.bench` times (`train_step`; evaluation's forward and metric updates).
+   Random data, the code `xtask.tools.bench` times (`TrainingRun.train_step`; the `Predictor` and metric updates).
 3. A 2-epoch synthetic run at the Cityscapes training size through the stages (generate, prepare, train,
    evaluate), as a user runs them, timed per stage.
 4. The table's wall time (24 runs: 2 datasets x 4 methods x 3 seeds, params' epochs) recomputed from the
@@ -23,12 +23,11 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -39,7 +38,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import table_time  # noqa: E402
-from xtask.common.config import DatasetConfig, load_params, read_yaml  # noqa: E402
+from xtask.common.config import DatasetConfig, load_params, read_yaml, replace  # noqa: E402
+from xtask.runtime.command import run_command  # noqa: E402
 from xtask.common.errors import XTaskError  # noqa: E402
 from xtask.common.methods import METHODS  # noqa: E402
 from xtask.tools.bench import eval_rate, rig, train_rate  # noqa: E402
@@ -92,22 +92,23 @@ def device_report(device: torch.device) -> dict[str, Any]:
 
 def shaped(cfg: DatasetConfig, size: Size) -> DatasetConfig:
     """The section at the check's size: the paper's shape and batch in full, cut down when tiny."""
-    h, w = cfg.height // size.shrink, cfg.width // size.shrink
-    return dataclasses.replace(cfg, height=h - h % 32, width=w - w % 32, batch_size=size.batch or cfg.batch_size)
+    h, w = cfg.data.height // size.shrink, cfg.data.width // size.shrink
+    return replace(cfg, height=h - h % 32, width=w - w % 32,
+                   batch_size=size.batch or cfg.optim.batch_size)
 
 
 def measure(cfg: DatasetConfig, device: str, size: Size) -> dict[str, Any]:
     """Train and eval images per second of XTask at ``cfg``'s shape, its step's GFLOPs and the peak memory."""
-    hw = resolve(cfg, device)
+    hw = resolve(cfg.runtime, cfg.protocol, device)
     cuda = hw.device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(hw.device)
     r = rig(cfg, hw)
     warmup = size.warmup + (2 if hw.compile else 0)  # the first calls of a compiled model compile it
-    train = train_rate(r, cfg, hw, steps=size.steps, warmup=warmup)
+    train = train_rate(r, steps=size.steps, warmup=warmup)
     peak = torch.cuda.max_memory_allocated(hw.device) / GIB if cuda else None
-    evaluation = eval_rate(r, cfg, hw, steps=size.steps, warmup=warmup)
+    evaluation = eval_rate(r, steps=size.steps, warmup=warmup)
     return {"train_img_per_s": train, "eval_img_per_s": evaluation,
             "peak_train_memory_gib": None if peak is None else round(peak, 2)}
 
@@ -122,13 +123,13 @@ def throughput(params, device: str, size: Size, variants: list[str]) -> dict[str
     for name in DATASETS:
         cfg = shaped(params.dataset(name), size)
         gflops = step_gflops(cfg)
-        entry: dict[str, Any] = {"shape": [cfg.height, cfg.width], "batch_size": cfg.batch_size,
-                                 "enc_layers": cfg.enc_layers, "train_step_gflops_per_img": round(gflops, 2),
+        entry: dict[str, Any] = {"shape": [cfg.data.height, cfg.data.width], "batch_size": cfg.optim.batch_size,
+                                 "enc_layers": cfg.model.enc_layers, "train_step_gflops_per_img": round(gflops, 2),
                                  "variants": {}}
         for variant in variants:
             start = time.perf_counter()
             try:
-                figures = measure(dataclasses.replace(cfg, **VARIANTS[variant]), device, size)
+                figures = measure(replace(cfg, **VARIANTS[variant]), device, size)
             except Exception as err:  # one variant failing (a compiler missing, say) must not hide the rest
                 figures = {"error": f"{type(err).__name__}: {err}".splitlines()[0]}
             else:
@@ -136,7 +137,7 @@ def throughput(params, device: str, size: Size, variants: list[str]) -> dict[str
             figures["wall_s"] = round(time.perf_counter() - start, 1)
             entry["variants"][variant] = figures
             shown = {k: v for k, v in figures.items() if k != "wall_s"}
-            say(f"{name} {cfg.height}x{cfg.width} bs {cfg.batch_size} {variant}: {shown}")
+            say(f"{name} {cfg.data.height}x{cfg.data.width} bs {cfg.optim.batch_size} {variant}: {shown}")
             torch._dynamo.reset()  # each compiled variant starts from nothing, within dynamo's cache limits
         out[name] = entry
     return out
@@ -144,10 +145,7 @@ def throughput(params, device: str, size: Size, variants: list[str]) -> dict[str
 
 def _stage(cmd: list[str], cwd: Path) -> float:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", *cmd], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise XTaskError(f"end-to-end run: `{' '.join(cmd[:2])}` failed: {tail}")
+    run_command([sys.executable, "-m", *cmd], f"end-to-end run: `{' '.join(cmd[:2])}` failed", cwd=cwd)
     return round(time.perf_counter() - start, 1)
 
 
@@ -158,11 +156,12 @@ def end_to_end(device: str, size: Size, work: Path) -> dict[str, Any]:
     paper = params["cityscapes"]
     h, w = size.e2e_raw
     section = params["synthetic"]
-    section.update(input_path=str(work / "raw"), epochs=2, height=h // 2, width=w // 2,
-                   enc_layers=paper["enc_layers"], decoder_width=paper["decoder_width"],
-                   ttnet_width=paper["ttnet_width"], batch_size=size.batch or paper["batch_size"], device=device,
-                   generate={**section["generate"], "n_train": size.e2e_train, "n_val": size.e2e_val,
-                             "height": h, "width": w})
+    section["data"].update(input_path=str(work / "raw"), height=h // 2, width=w // 2)
+    section["model"].update(enc_layers=paper["model"]["enc_layers"], decoder_width=paper["model"]["decoder_width"],
+                            ttnet_width=paper["model"]["ttnet_width"])
+    section["optim"].update(epochs=2, batch_size=size.batch or paper["optim"]["batch_size"])
+    section["runtime"]["device"] = device
+    section["generate"].update(n_train=size.e2e_train, n_val=size.e2e_val, height=h, width=w)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     common = ["--params", str(work / "params.yaml"), "--no-progress"]
     model, metrics = work / "model", work / "metrics.json"
@@ -180,7 +179,7 @@ def end_to_end(device: str, size: Size, work: Path) -> dict[str, Any]:
         say(f"end to end: {name} {seconds[name]} s")
     result = json.loads(metrics.read_text())
     return {"epochs": 2, "shape": [h // 2, w // 2], "raw_shape": [h, w], "n_train": size.e2e_train,
-            "n_val": size.e2e_val, "enc_layers": paper["enc_layers"], "stage_s": seconds,
+            "n_val": size.e2e_val, "enc_layers": paper["model"]["enc_layers"], "stage_s": seconds,
             "train_img_per_s": round(2 * size.e2e_train / seconds["train"], 2),  # process start and validation included
             "paper_metrics": result["paper"]}
 

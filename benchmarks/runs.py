@@ -34,10 +34,10 @@ from xtask.tools.check_determinism import copy_repository  # noqa: E402
 from xtask.tools.check_metrics import tolerance_name  # noqa: E402
 
 SEEDS = range(5)
-VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes with `seeds`, environment)
+VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic section.key changes with `seeds`, environment)
     **{f"original-s{k}": ({"seeds": [k]}, {}) for k in SEEDS},
-    **{f"corrected-s{k}": ({"seeds": [k], "protocol": "corrected"}, {}) for k in range(3)},
-    **{f"bf16-s{k}": ({"seeds": [k], "amp": "bf16"}, {}) for k in range(3)},
+    **{f"corrected-s{k}": ({"seeds": [k], "protocol.name": "corrected"}, {}) for k in range(3)},
+    **{f"bf16-s{k}": ({"seeds": [k], "protocol.amp": "bf16"}, {}) for k in range(3)},
     "kernels-avx2": ({"seeds": [0]}, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),
     "kernels-nosimd": ({"seeds": [0]}, {"ATEN_CPU_CAPABILITY": "default"}),
     "kernels-sse41": ({"seeds": [0]}, {"ONEDNN_MAX_CPU_ISA": "SSE41"}),
@@ -46,7 +46,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {  # name -> (synthetic params changes 
 def _edit(changes: dict) -> Callable[[dict], None]:
     def edit(params: dict) -> None:
         params["seeds"] = changes.get("seeds", params["seeds"])
-        params["synthetic"].update({k: v for k, v in changes.items() if k != "seeds"})
+        for key, value in changes.items():  # section.key of the synthetic section
+            if key != "seeds":
+                section, name = key.split(".")
+                params["synthetic"][section][name] = value
     return edit
 
 

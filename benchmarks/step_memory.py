@@ -2,7 +2,7 @@
 
 For each paper section (params.yaml, as the paper trains it: fp32, its batch and image size, ResNet34 and the
 original's widths), in a fresh process: the model, its Adam and a random batch at the paper's shape, then
-two training steps (``train_step``, the code training runs), with the process's peak resident memory read
+two training steps (``TrainingRun.train_step``, the code training runs), with the process's peak resident memory read
 before and after. The growth is what a step adds on top of the weights: gradients, Adam's two moments
 (created at the first step), the activations autograd keeps for the backward pass and the temporaries of
 the backward pass itself. On a GPU the same tensors live in device memory; the CUDA context, cuDNN's
@@ -12,7 +12,6 @@ workspace and the caching allocator's slack come on top (docs/gpus.md gives the 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import resource
 import subprocess
@@ -34,23 +33,22 @@ def measure(name: str, method: str = "xtask", steps: int = 2) -> dict:
     from xtask.common.config import load_params
     from xtask.common.methods import METHODS
     from xtask.tools.bench import random_batch
-    from xtask.core.model import build_model
     from xtask.core.hardware import Hardware
-    from xtask.training.train import make_optimisation, train_step
+    from xtask.training.run import TrainingRun
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(load_params().dataset(name), device="cpu")
+    cfg = load_params().dataset(name)
     hw = Hardware(torch.device("cpu"), None, False, False)  # fp32, as the paper's sections train
-    model = hw.model(build_model(cfg, METHODS[method], pretrained=False)).train()
-    balancer, optimizer, scaler = make_optimisation(cfg, METHODS[method], model, hw)
-    batch = random_batch(cfg, cfg.batch_size, hw.device)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / MIB
+    run = TrainingRun(cfg, METHODS[method], hw, pretrained=False)
+    run.train_model.train()
+    batch = random_batch(cfg.data, cfg.optim.batch_size, hw.device)
+    weights = sum(p.numel() * p.element_size() for p in run.model.parameters()) / MIB
     before = _peak_mib()
     for _ in range(steps):
-        train_step(model, balancer, cfg, hw, batch, optimizer, scaler, method=METHODS[method])
+        run.train_step(batch)
     after = _peak_mib()
-    return {"dataset": name, "method": method, "batch": cfg.batch_size, "shape": [cfg.height, cfg.width],
-            "enc_layers": cfg.enc_layers, "weights_mib": round(weights, 1), "peak_before_step_mib": round(before),
+    return {"dataset": name, "method": method, "batch": cfg.optim.batch_size,
+            "shape": [cfg.data.height, cfg.data.width], "enc_layers": cfg.model.enc_layers, "weights_mib": round(weights, 1), "peak_before_step_mib": round(before),
             "peak_after_steps_mib": round(after), "step_growth_mib": round(after - before),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 

@@ -31,8 +31,8 @@ STEP_PER_FORWARD = 3.0  # measured for XTask (benchmarks/README.md); assumed for
 
 def forward_gflops(cfg, method: str) -> float:
     with torch.device("meta"):
-        model = build_model(cfg, METHODS[method], pretrained=False)
-        x = torch.empty(1, 3, cfg.height, cfg.width)
+        model = build_model(cfg.model, cfg.data.num_classes, METHODS[method])
+        x = torch.empty(1, 3, cfg.data.height, cfg.data.width)
     with FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() / 1e9
@@ -40,8 +40,8 @@ def forward_gflops(cfg, method: str) -> float:
 
 def run_tflop(cfg, method: str) -> float:
     """One run's work in TFLOP: training steps and the validation pass of every epoch."""
-    fwd, sizes = forward_gflops(cfg, method), FULL_SIZES[cfg.format]
-    return cfg.epochs * (sizes["train"] * STEP_PER_FORWARD * fwd + sizes["val"] * fwd) / 1e3
+    fwd, sizes = forward_gflops(cfg, method), FULL_SIZES[cfg.data.format]
+    return cfg.optim.epochs * (sizes["train"] * STEP_PER_FORWARD * fwd + sizes["val"] * fwd) / 1e3
 
 
 def makespan(work: list[float], gpus: int, per_gpu: int, tflops: float, job_tflops: float) -> float:

@@ -4,11 +4,10 @@ predictions on the first validation images -> --examples (the figure stage draws
 The checkpoint may be the train stage's best.pt or the original xtask_mt's model.pth (detected from
 its content).
 """
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 from xtask.common.io import write_json
 from xtask.common.methods import get_method
 from xtask.evaluation.evaluate import evaluate
-
-from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
 
 
 def main() -> None:

@@ -1,9 +1,8 @@
 """Stage `generate`: write the synthetic dataset (Cityscapes on-disk format) to --out, the folder its
 `input_path` names for the prepare stage."""
-from xtask.data.synthetic import generate
-from xtask.common.errors import XTaskError
-
 from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.errors import XTaskError
+from xtask.data.synthetic import generate
 
 
 def main() -> None:

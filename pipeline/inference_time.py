@@ -7,11 +7,10 @@ trained model); the JSON says which.
 """
 import argparse
 
-from xtask.common.io import write_json
-from xtask.evaluation.inference_time import inference_time
-from xtask.core.hardware import resolve
-
 from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.io import write_json
+from xtask.core.hardware import resolve
+from xtask.evaluation.inference_time import inference_time
 
 
 def _positive(text: str) -> int:
@@ -35,14 +34,14 @@ def main() -> None:
     path_arg(parser, "--out", "the JSON to write")
     args = parser.parse_args()
     _, cfg = dataset_config(args)
-    hw = resolve(cfg, args.device, amp_override=args.amp)
+    hw = resolve(cfg.runtime, cfg.protocol, args.device, amp_override=args.amp)
     gpu = hw.device.type == "cuda"
     result = inference_time(cfg, hw, args.checkpoint, warmup=args.warmup or (50 if gpu else 5),
                             iters=args.iters or (300 if gpu else 20))
     write_json(args.out, result)
     d, f = result["direct"], result["full"]
     print(f"{cfg.name} on {result['device_name']} ({result['device']}, amp {result['amp']}), batch 1 at "
-          f"{cfg.height}x{cfg.width}: direct {d['images_per_s']:.1f} img/s (median {d['latency_ms_median']:.2f} ms), "
+          f"{cfg.data.height}x{cfg.data.width}: direct {d['images_per_s']:.1f} img/s (median {d['latency_ms_median']:.2f} ms), "
           f"full {f['images_per_s']:.1f} img/s (median {f['latency_ms_median']:.2f} ms) -> {args.out}")
 
 

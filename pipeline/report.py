@@ -5,11 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from xtask.common.cli import run
 from xtask.common.config import load_params
 from xtask.common.io import write_text
 from xtask.reporting.report import collect, results_table, summary, summary_json, to_markdown
-
-from xtask.common.cli import run
 
 
 def main() -> None:

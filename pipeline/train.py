@@ -8,13 +8,13 @@ import sys
 
 from dvclive import Live
 
+from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
+from xtask.common.config import replace
 from xtask.common.methods import get_method
-from xtask.runtime.launch import exec_if_needed
 from xtask.core.distributed import teardown, world_from_env
 from xtask.core.hardware import require_device
-from xtask.training.train import SAVE_EVERY_S, train
-
-from xtask.common.cli import dataset_config, dataset_parser, path_arg, run
+from xtask.runtime.launch import exec_if_needed
+from xtask.training.train import SAVE_EVERY_S, Storage, train
 
 
 def main() -> None:
@@ -32,17 +32,18 @@ def main() -> None:
     params, cfg = dataset_config(args)
     exec_if_needed(params.launch, sys.argv[1:])  # params.yaml `launch`: docker or torchrun take over here
     # here, where training runs (inside the container, not on its host): a cuda run never falls to the CPU
-    require_device(args.device or cfg.device,
-                   "--device" if args.device else f"params.yaml: {cfg.name}.device")
+    require_device(args.device or cfg.runtime.device,
+                   "--device" if args.device else f"params.yaml: {cfg.name}.runtime.device")
+    if args.device:
+        cfg = replace(cfg, device=args.device)
     world = world_from_env()
     method = get_method(args.method)
     try:
         # one writer: rank 0 logs, the other ranks of a torchrun launch only compute
         with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main \
                 else contextlib.nullcontext() as live:
-            summary = train(cfg, args.seed, args.data, args.out, scratch_root=args.scratch,
-                            save_every_s=args.save_every, device_override=args.device, live=live,
-                            progress=not args.no_progress, restart=args.restart, world=world, method=method)
+            storage = Storage(args.data, args.out, args.scratch, save_every_s=args.save_every, restart=args.restart)
+            summary = train(cfg, method, args.seed, storage, world=world, live=live, progress=not args.no_progress)
     finally:
         teardown(world)
     if world.is_main:

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from test_pipeline import ROOT, _env
+from xtask.common.config import OWNER
 from xtask.data.synthetic import generate
 
 CS_H, CS_W = 64, 128  # raw synthetic size (the prepared size is the params' height/width)
@@ -49,14 +50,23 @@ def _args(stage: str, dataset: str) -> list[str]:
 
 # ---- the base repository copy and raw datasets ----------------------------------------------------
 
+def _put(section: dict, **kv) -> None:
+    """Set keys of a dataset section, each in its sub-section (``generate`` replaces that sub-section)."""
+    for key, value in kv.items():
+        if key == "generate":
+            section[key] = value
+        else:
+            section[OWNER[key]][key] = value
+
+
 def _params() -> dict:
     """params.yaml with a tiny synthetic section and an nyu section for a subset."""
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["synthetic"].update(input_path="raw", height=32, width=64, epochs=1, batch_size=2,
-                          decoder_width=8, ttnet_width=4, workers=0, device="cpu",
-                          generate={"seed": 3, "n_train": 3, "n_val": 2, "height": CS_H, "width": CS_W})
-    p["nyu"].update(input_path="raw", expect_full_size=False, height=32, width=64, epochs=1, batch_size=2,
-                    enc_layers=18, decoder_width=8, ttnet_width=4, workers=0, device="cpu")
+    _put(p["synthetic"], input_path="raw", height=32, width=64, epochs=1, batch_size=2,
+         decoder_width=8, ttnet_width=4, workers=0, device="cpu",
+         generate={"seed": 3, "n_train": 3, "n_val": 2, "height": CS_H, "width": CS_W})
+    _put(p["nyu"], input_path="raw", expect_full_size=False, height=32, width=64, epochs=1, batch_size=2,
+         enc_layers=18, decoder_width=8, ttnet_width=4, workers=0, device="cpu")
     return p
 
 
@@ -106,9 +116,15 @@ class Case:
     real: bool = False  # a plain subprocess rather than a child of the fork server
 
 
-def _set(section: str, **kv):
+def _set(where: str, **kv):
+    """Edit the params: ``where`` a dataset section (each key in its sub-section) or a sub-section
+    (``synthetic.loss``: the keys go there as they are, unknown ones included)."""
     def edit(p: dict) -> None:
-        p[section].update(kv)
+        dataset, _, sub = where.partition(".")
+        if sub:
+            p[dataset][sub].update(kv)
+        else:
+            _put(p[dataset], **kv)
     return edit
 
 
@@ -176,18 +192,19 @@ def _npy_save(rel: str, arr: np.ndarray):
 
 CASES: dict[str, Case] = {
     # params: validated before any work (train would otherwise start training)
-    "params-unknown-key": Case("train", "synthetic", "params.yaml: synthetic.lpp:", params=_set("synthetic", lpp="L1")),
+    "params-unknown-key": Case("train", "synthetic", "params.yaml: synthetic.loss.lpp:",
+                               params=_set("synthetic.loss", lpp="L1")),
     "params-wrong-type": Case("train", "synthetic",
-                              "params.yaml: synthetic.batch_size:", params=_set("synthetic", batch_size="8")),
-    "params-enc-layers-choice": Case("prepare", "synthetic", "params.yaml: synthetic.enc_layers:",
+                              "params.yaml: synthetic.optim.batch_size:", params=_set("synthetic", batch_size="8")),
+    "params-enc-layers-choice": Case("prepare", "synthetic", "params.yaml: synthetic.model.enc_layers:",
                                      params=_set("synthetic", enc_layers=20)),
     "params-lp-choice": Case("train", "synthetic",
-                             "params.yaml: synthetic.lp:", params=_set("synthetic", lp="L3"), real=True),
+                             "params.yaml: synthetic.loss.lp:", params=_set("synthetic", lp="L3"), real=True),
     "params-negative-lr": Case("prepare", "synthetic",
-                               "params.yaml: synthetic.lr:", params=_set("synthetic", lr=-0.001)),
+                               "params.yaml: synthetic.optim.lr:", params=_set("synthetic", lr=-0.001)),
     "params-height-not-32x": Case("prepare", "synthetic",
-                                  "params.yaml: synthetic.height:", params=_set("synthetic", height=48)),
-    "params-batch-size-zero": Case("prepare", "synthetic", "params.yaml: synthetic.batch_size:",
+                                  "params.yaml: synthetic.data.height:", params=_set("synthetic", height=48)),
+    "params-batch-size-zero": Case("prepare", "synthetic", "params.yaml: synthetic.optim.batch_size:",
                                    params=_set("synthetic", batch_size=0)),
     "params-nested-generate-key": Case("prepare", "synthetic", "params.yaml: synthetic.generate.n_val:",
                                        params=_set("synthetic", generate={"n_val": -1})),

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from xtask.tools.bench import bench
-from xtask.common.config import load_params
+from xtask.common.config import load_params, replace
 from xtask.core.model import build_model
 from xtask.core.hardware import resolve
 
@@ -21,17 +20,17 @@ def test_forward_cost_equals_the_originals_at_paper_shapes():
     params = load_params("params.yaml")
     for name, expected in (("cityscapes", 71.5), ("nyu", 242.0)):
         cfg = params.dataset(name)
-        model = build_model(cfg, pretrained=False).eval()
+        model = build_model(cfg.model, cfg.data.num_classes).eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, cfg.height, cfg.width))
+            model(torch.zeros(1, 3, cfg.data.height, cfg.data.width))
         assert counter.get_total_flops() / 1e9 == pytest.approx(expected, rel=0.01), name
 
 
 @pytest.mark.slow  # every figure at the paper's shapes on a CPU (~1 min): `make test-all`
 def test_bench_reports_every_figure():
-    cfg = dataclasses.replace(load_params("params.yaml").dataset("synthetic"), height=32, width=64, batch_size=2,
-                              decoder_width=8, ttnet_width=4, device="cpu")
-    result = bench(cfg, resolve(cfg), steps=1, warmup=0)
+    cfg = replace(load_params("params.yaml").dataset("synthetic"), height=32, width=64, batch_size=2,
+                  decoder_width=8, ttnet_width=4, device="cpu")
+    result = bench(cfg, resolve(cfg.runtime, cfg.protocol), steps=1, warmup=0)
     assert KEYS <= set(result)
     assert all(result[k] > 0 for k in KEYS - {"device"})
     assert result["device"] == "cpu" and result["amp"] == "off"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from test_pipeline import set_keys
 from xtask.data.synthetic import generate
 from xtask.tools.check_determinism import COPIED, copy_code, run_in
 
@@ -36,7 +37,7 @@ def _copy_repo(dst: Path) -> None:
         shutil.copy(ROOT / name, dst / name)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["run"] = ["cityscapes"]
-    params["cityscapes"].update(TINY_CITYSCAPES)
+    set_keys(params["cityscapes"], TINY_CITYSCAPES)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -17,7 +17,8 @@ from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
 from xtask.core.batches import batch_spec, to_batch
 from xtask.core.transforms import IMAGENET_MEAN, IMAGENET_STD, Draw, draw_augmentations, hflip, to_model_input, zoom
-from xtask.common.config import load_params
+from xtask.common.config import load_params, replace
+from xtask.core.protocol import protocol_of
 from xtask.common.errors import XTaskError
 
 H, W = 32, 64
@@ -314,9 +315,9 @@ def _cs_batch():
 
 
 def _spec(fmt: str, protocol: str):
-    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("nyu" if fmt == "nyu" else "cityscapes"),
-                              protocol=protocol)
-    return batch_spec(cfg)
+    cfg = replace(load_params(ROOT / "params.yaml").dataset("nyu" if fmt == "nyu" else "cityscapes"),
+                  **{"protocol.name": protocol})
+    return batch_spec(cfg.data, protocol_of(cfg.protocol))
 
 
 @pytest.mark.parametrize("protocol", ["original", "corrected"])

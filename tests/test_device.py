@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_paper_sections_ask_for_a_gpu_and_the_synthetic_one_takes_what_there_is():
     p = load_params(ROOT / "params.yaml")
-    assert (p.dataset("cityscapes").device, p.dataset("nyu").device, p.dataset("synthetic").device) == \
+    assert tuple(p.dataset(name).runtime.device for name in ("cityscapes", "nyu", "synthetic")) == \
         ("cuda", "cuda", "auto")
 
 
@@ -30,8 +30,9 @@ def test_a_cuda_run_without_a_gpu_is_one_line_and_exit_1(tmp_path):
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "error: params.yaml: cityscapes.device: cuda, but no CUDA device is usable here"), r.stderr
-    assert "set cityscapes.device: cpu (dvc exp run -S cityscapes.device=cpu) or pass --device cpu" in lines[0]
+        "error: params.yaml: cityscapes.runtime.device: cuda, but no CUDA device is usable here"), r.stderr
+    assert "set cityscapes.runtime.device: cpu (dvc exp run -S cityscapes.runtime.device=cpu) or pass --device cpu" \
+        in lines[0]
     assert not (tmp_path / "live").exists() and not (tmp_path / "model").exists()
     # asked for by the flag: the flag is named, and the way out
     with pytest.raises(XTaskError, match=r"^--device: cuda, but no CUDA device .* pass --device cpu \(or set"):

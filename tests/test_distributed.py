@@ -15,6 +15,7 @@ from xtask.common.prepared import PreparedSplit
 from tiny import prepare_tiny
 from xtask.core.distributed import World, world_from_env
 from xtask.common.errors import XTaskError
+from xtask.core.protocol import protocol_of
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "ddp_worker.py"
@@ -67,7 +68,7 @@ def test_each_rank_augments_its_slice_exactly_as_one_process_would(root):
 
     def batches(world):
         loader = make_loader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(0), world=world)
-        return list(iterate(loader, torch.device("cpu"), batch_spec(cfg),
+        return list(iterate(loader, torch.device("cpu"), batch_spec(cfg.data, protocol_of(cfg.protocol)),
                             augment_generator=torch.Generator().manual_seed(1)))
     alone, r0, r1 = batches(World()), batches(World(0, 2)), batches(World(1, 2))
     for whole, a, b in zip(alone, r0, r1):
@@ -117,10 +118,15 @@ def test_the_world_comes_from_torchruns_environment():
 
 def test_the_original_gradnorm_under_ddp_is_refused_in_one_line():
     from tiny import tiny_config
-    from xtask.training.balancing import make_balancer
+    from xtask.training.balancing import Context, make_balancer
     from xtask.core.model import build_model
-    model = build_model(tiny_config(uncertainty_weights=False, gradnorm=True), pretrained=False)
+    cfg = tiny_config(weighting="gradnorm")
+    model = build_model(cfg.model, cfg.data.num_classes)
+
+    def context(protocol_name):
+        protocol = protocol_of(tiny_config(weighting="gradnorm", **{"protocol.name": protocol_name}).protocol)
+        return Context(model, cfg.balancing, cfg.optim.lr, protocol, World(0, 2))
     with pytest.raises(XTaskError, match="gradnorm under protocol original takes second-order gradients") as err:
-        make_balancer("gradnorm", model, original=True, world=World(0, 2))
+        make_balancer("gradnorm", context("original"))
     assert "\n" not in str(err.value)
-    assert make_balancer("gradnorm", model, original=False, world=World(0, 2)).__class__.__name__ == "GradNorm"
+    assert make_balancer("gradnorm", context("corrected")).__class__.__name__ == "GradNorm"

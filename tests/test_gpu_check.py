@@ -36,7 +36,7 @@ def test_the_check_runs_on_the_cpu_and_prints_every_figure(tmp_path):
     for name in ("cityscapes", "nyu"):
         entry = report["throughput"][name]
         cfg = gpu_check.shaped(params.dataset(name), gpu_check.TINY)
-        assert entry["shape"] == [cfg.height, cfg.width] and entry["enc_layers"] == 34
+        assert entry["shape"] == [cfg.data.height, cfg.data.width] and entry["enc_layers"] == 34
         assert list(entry["variants"]) == CHEAP
         for figures in entry["variants"].values():
             assert figures["train_img_per_s"] > 0 and figures["eval_img_per_s"] > 0
@@ -69,7 +69,7 @@ def test_a_failing_variant_is_named_and_fails_the_check(monkeypatch, capsys):
     real = gpu_check.measure
 
     def measure(cfg, device, size):
-        if cfg.amp == "bf16":
+        if cfg.protocol.amp == "bf16":
             raise RuntimeError("no bf16 kernels here\nsecond line")
         return real(cfg, device, size)
 

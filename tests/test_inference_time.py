@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from xtask.common.config import load_params
+from xtask.common.config import OWNER, load_params, replace
 from xtask.core.model import build_model
 from xtask.core.hardware import resolve
 from xtask.evaluation.inference_time import MODES, inference_time
@@ -29,10 +29,10 @@ def _check(result: dict, iters: int) -> None:
 
 
 def test_a_checkpoint_is_timed_in_both_modes(tmp_path):
-    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("synthetic"), **TINY)
-    torch.save({"model": build_model(cfg).state_dict(), "config": dataclasses.asdict(cfg), "seed": 0, "epoch": 1},
-               tmp_path / "best.pt")
-    result = inference_time(cfg, resolve(cfg), tmp_path / "best.pt", warmup=1, iters=3)
+    cfg = replace(load_params(ROOT / "params.yaml").dataset("synthetic"), **TINY)
+    torch.save({"model": build_model(cfg.model, cfg.data.num_classes).state_dict(), "config": dataclasses.asdict(cfg),
+                "seed": 0, "epoch": 1}, tmp_path / "best.pt")
+    result = inference_time(cfg, resolve(cfg.runtime, cfg.protocol), tmp_path / "best.pt", warmup=1, iters=3)
     _check(result, 3)
     assert result["random_weights"] is False and result["checkpoint"] == str(tmp_path / "best.pt")
     json.dumps(result)  # plain values only: it is written as a metrics file
@@ -40,7 +40,8 @@ def test_a_checkpoint_is_timed_in_both_modes(tmp_path):
 
 def test_the_command_times_a_random_model_and_needs_to_be_told_which(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synthetic"].update(TINY)
+    for key, value in TINY.items():  # each key in its section
+        params["synthetic"][OWNER[key]][key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "pipeline.inference_time", "synthetic", "--warmup", "1", "--iters", "2",

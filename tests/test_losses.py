@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from xtask.training.balancing import GradNorm
-from xtask.training.losses import loss_terms, original_kl_loss, transferred_seg_loss
+from xtask.core.batches import Batch
+from xtask.training.losses import LossSpec, loss_terms, original_kl_loss, transferred_seg_loss
 from xtask.core.model import XTaskOutput
 
 def test_transferred_targets_are_detached():
@@ -12,8 +13,8 @@ def test_transferred_targets_are_detached():
     seg = torch.randn(2, 4, 8, 8, requires_grad=True)
     depth = torch.rand(2, 1, 8, 8, requires_grad=True)
     out = XTaskOutput(seg, depth, torch.randn(2, 4, 8, 8, requires_grad=True), torch.rand(2, 1, 8, 8, requires_grad=True))
-    terms = loss_terms(out, torch.randint(0, 4, (2, 8, 8)), torch.rand(2, 1, 8, 8), torch.ones(2, 1, 8, 8),
-                       num_classes=4, ignore_index=250)
+    batch = Batch(None, torch.randint(0, 4, (2, 8, 8)), torch.rand(2, 1, 8, 8), torch.ones(2, 1, 8, 8), None)
+    terms = loss_terms(out, batch, LossSpec(num_classes=4, ignore_index=250))
     (terms["seg_transferred"] + terms["depth_transferred"]).backward()
     assert seg.grad is None and depth.grad is None
     assert out.seg_transferred.grad is not None and out.depth_transferred.grad is not None
@@ -35,8 +36,9 @@ def test_kl_is_a_per_pixel_kl_divergence():
 
 def test_empty_depth_mask_gives_zero_not_nan():
     out = XTaskOutput(torch.randn(1, 3, 4, 4), torch.rand(1, 1, 4, 4), torch.randn(1, 3, 4, 4), torch.rand(1, 1, 4, 4))
-    terms = loss_terms(out, torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 1, 4, 4),
-                       torch.zeros(1, 1, 4, 4, dtype=torch.bool), num_classes=3, ignore_index=250, tdep_loss="SSIM")
+    batch = Batch(None, torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 1, 4, 4),
+                  torch.zeros(1, 1, 4, 4, dtype=torch.bool), None)
+    terms = loss_terms(out, batch, LossSpec(num_classes=3, ignore_index=250, tdep_loss="SSIM"))
     assert terms["depth"].item() == 0 and terms["depth_transferred"].item() == 0
 
 

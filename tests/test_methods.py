@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from tiny import prepare_tiny, tiny_config, train_tiny
+from xtask.core.batches import Batch
 from xtask.core.model import build_model
-from xtask.training.engine import combine, compute_terms
+from xtask.core.protocol import protocol_of
+from xtask.training.losses import Objective
 from xtask.common.errors import XTaskError
 from xtask.evaluation.evaluate import evaluate
 from xtask.common.methods import METHODS
@@ -28,17 +30,18 @@ def root(tmp_path_factory):
 def test_each_method_has_its_networks_and_loss_terms(name, modules):
     method = METHODS[name]
     torch.manual_seed(0)
-    model = build_model(CFG, method, pretrained=False)
+    model = build_model(CFG.model, CFG.data.num_classes, method)
     assert {k.split(".")[0] for k in model.state_dict()} == modules
     out = model(torch.randn(2, 3, 32, 64))
     assert (out.seg is not None, out.depth is not None) == ("seg" in method.tasks, "depth" in method.tasks)
     assert (out.seg_transferred is not None) == method.transfer
     seg = torch.randint(0, 7, (2, 32, 64))
     depth = torch.rand(2, 1, 32, 64)
-    batch_like = type("B", (), {"seg": seg, "depth": depth, "depth_mask": depth > 0.1, "seg_mask": None})
-    terms = compute_terms(CFG, out, batch_like)
+    batch = Batch(None, seg, depth, depth > 0.1, None)
+    objective = Objective.of(CFG.loss, CFG.data, protocol_of(CFG.protocol), method)
+    terms = objective.terms(out, batch)
     assert tuple(terms) == method.terms
-    label, image = combine(CFG, terms, method)
+    label, image = objective.combine(terms)
     if name == "stl_seg":
         assert image.item() == 0 and label.item() == terms["seg"].item()
     if name == "stl_depth":
@@ -50,9 +53,9 @@ def test_each_method_has_its_networks_and_loss_terms(name, modules):
 def test_xtask_and_mtl_start_from_the_same_weights():
     # same seed, same initial encoder and decoders: the comparison isolates the TaskTransferNets
     torch.manual_seed(3)
-    x = build_model(CFG, METHODS["xtask"], pretrained=False).state_dict()
+    x = build_model(CFG.model, CFG.data.num_classes, METHODS["xtask"]).state_dict()
     torch.manual_seed(3)
-    m = build_model(CFG, METHODS["mtl"], pretrained=False).state_dict()
+    m = build_model(CFG.model, CFG.data.num_classes, METHODS["mtl"]).state_dict()
     assert all(torch.equal(x[k], v) for k, v in m.items())
 
 

@@ -10,10 +10,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from xtask.common.config import OWNER
+
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("--data data/prepared/synthetic --out models/synthetic/xtask/seed{0} --live dvclive/synthetic/xtask/seed{0}")
 TINY = {"generate": {"seed": 3, "n_train": 12, "n_val": 6, "height": 64, "width": 128},
         "height": 32, "width": 64, "epochs": 2, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
+
+
+def set_keys(section: dict, values: dict) -> None:
+    """Set keys of a dataset section of params.yaml, each in its sub-section (``generate`` replaces that one)."""
+    for key, value in values.items():
+        if key == "generate":
+            section[key] = value
+        else:
+            section[OWNER[key]][key] = value
 
 
 def _env():
@@ -32,7 +43,7 @@ def _copy_repo(dst: Path) -> None:
         else:
             shutil.copy(src, dst / name)
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["synthetic"].update(TINY)
+    set_keys(params["synthetic"], TINY)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -63,7 +74,7 @@ def test_repro_writes_metrics_report_and_lock(repo):
         assert 0 <= m[family]["miou"] <= 100 and 0 <= m[family]["pix_acc"] <= 100
     assert m["baseline_mean_depth"]["paper_abs_err"] > 0
     # the run config that decided it, seed aside: what the report groups seeds by
-    assert len(m["config_id"]) == 16 and m["config"]["alpha"] == 0.01 and "seed" not in m["config"]
+    assert len(m["config_id"]) == 16 and m["config"]["loss"]["alpha"] == 0.01 and "seed" not in m["config"]
     table = (repo / "metrics/results.md").read_text()
     assert "## synthetic" in table and "XTask (Ours)" in table and "this pipeline" in table
     assert "66.51" in table and "30.31" in table  # the original README's rows
@@ -105,7 +116,7 @@ def test_report_code_and_runtime_params_leave_training_and_evaluation_alone(repo
         report.write_text(saved[0])
         figures.write_text(saved[2])
         p = yaml.safe_load(saved[1])
-        p["synthetic"].update(workers=2, device="cpu", compile=True)
+        p["synthetic"]["runtime"].update(workers=2, device="cpu", compile=True)
         params.write_text(yaml.safe_dump(p, sort_keys=False))
         assert "train@" not in _status(repo) and "evaluate@" not in _status(repo)
         (repo / "xtask/training/losses.py").write_text((repo / "xtask/training/losses.py").read_text() + "#\n")
@@ -125,7 +136,7 @@ def test_going_back_to_params_already_run_restores_training_from_the_run_cache(r
     before = model.read_bytes()
     try:
         p = yaml.safe_load(saved)
-        p["synthetic"]["epochs"] = 1
+        p["synthetic"]["optim"]["epochs"] = 1
         params.write_text(yaml.safe_dump(p, sort_keys=False))
         r = _run([sys.executable, "-m", "dvc", "repro"], repo)
         assert r.returncode == 0 and "Running stage 'train@synthetic-xtask-0'" in r.stdout, r.stdout + r.stderr
@@ -149,13 +160,13 @@ def test_missing_cityscapes_says_where_the_data_goes(repo):
 
 def test_bad_params_fail_with_one_line(repo, tmp_path):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["synthetic"]["lp"] = "L3"
+    params["synthetic"]["loss"]["lp"] = "L3"
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
     r = _run([sys.executable, "-m", "pipeline.train", "synthetic", "--params", str(bad), *PATHS.format(7).split()],
              repo)
     assert r.returncode == 1
-    assert r.stderr.strip() == ("error: params.yaml: synthetic.lp: expected one of "
+    assert r.stderr.strip() == ("error: params.yaml: synthetic.loss.lp: expected one of "
                                 "['L1', 'MSE', 'logL1', 'smoothL1'], got 'L3'")
 
 
@@ -164,7 +175,7 @@ def test_nproc_per_node_makes_the_train_stage_run_under_torchrun(repo, tmp_path)
     # (2 gloo processes on the CPU); rank 0 alone writes the checkpoint and the log
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["launch"]["nproc_per_node"] = 2
-    params["synthetic"]["device"] = "cpu"
+    params["synthetic"]["runtime"]["device"] = "cpu"
     two = tmp_path / "params.yaml"
     two.write_text(yaml.safe_dump(params))
     env = {**_env(), "OMP_NUM_THREADS": "1"}
@@ -184,7 +195,7 @@ def test_seeds_trained_under_two_alphas_are_two_rows_of_the_report(repo, tmp_pat
     # the issue's scenario through the stages themselves: seed 0 is the repo's run (alpha 0.01); seed 1 is
     # trained and evaluated with alpha 0.02. Two rows of one seed each, never one row of n=2.
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["synthetic"]["alpha"], params["seeds"] = 0.02, [0, 1]
+    params["synthetic"]["loss"]["alpha"], params["seeds"] = 0.02, [0, 1]
     other = tmp_path / "params.yaml"
     other.write_text(yaml.safe_dump(params, sort_keys=False))
     seed1 = repo / "metrics/synthetic/xtask/seed1.json"
@@ -201,13 +212,13 @@ def test_seeds_trained_under_two_alphas_are_two_rows_of_the_report(repo, tmp_pat
             assert r.returncode == 0, r.stderr[-3000:]
         m0 = json.loads((repo / "metrics/synthetic/xtask/seed0.json").read_text())
         m1 = json.loads(seed1.read_text())
-        assert m0["config_id"] != m1["config_id"] and (m0["config"]["alpha"], m1["config"]["alpha"]) == (0.01, 0.02)
+        assert m0["config_id"] != m1["config_id"] and (m0["config"]["loss"]["alpha"], m1["config"]["loss"]["alpha"]) == (0.01, 0.02)
         summary = json.loads(out["summary.json"].read_text())["synthetic"]["xtask"]
         assert sorted(summary) == sorted(f"original@{m['config_id'][:8]}" for m in (m0, m1))
         assert [v["paper"]["miou"]["n"] for v in summary.values()] == [1, 1]
         md = out["results.md"].read_text()
-        assert f"config {m0['config_id'][:8]}: alpha 0.01 | paper (per-image) | 1 (0) |" in md
-        assert f"config {m1['config_id'][:8]}: alpha 0.02 | paper (per-image) | 1 (1) |" in md
+        assert f"config {m0['config_id'][:8]}: loss.alpha 0.01 | paper (per-image) | 1 (0) |" in md
+        assert f"config {m1['config_id'][:8]}: loss.alpha 0.02 | paper (per-image) | 1 (1) |" in md
         # the committed params (seeds [0]): seed 1's file is named as ignored, seed 0 alone counts
         r = _run([sys.executable, "-m", "pipeline.report", "--metrics", "metrics", "--md", str(out["results.md"]),
                   "--csv", str(out["results.csv"]), "--summary", str(out["summary.json"])], repo)

@@ -15,7 +15,7 @@ import yaml
 
 import fixtures
 from xtask.reporting.colours import colourise_seg, seg_palette
-from xtask.common.config import load_params
+from xtask.common.config import OWNER, load_params, replace
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
 from xtask.core.model import build_model
@@ -48,7 +48,8 @@ def _run(args, cwd=ROOT):
 
 def _params(path: Path, **synthetic) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["synthetic"].update(synthetic)
+    for key, value in synthetic.items():  # each key in its section
+        params["synthetic"][OWNER[key]][key] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
@@ -138,15 +139,15 @@ def test_an_original_checkpoint_of_another_architecture_is_one_line(work, tmp_pa
               str(_params(tmp_path / "p.yaml", **{**FULL, "num_classes": 19})), "--out", str(tmp_path / "out"),
               str(root / "images" / "a.png")])
     line = _one_line_error(r)
-    assert str(root / "model.pth") in line and "num_classes = 7" in line and "synthetic.num_classes = 19" in line
+    assert str(root / "model.pth") in line and "data.num_classes = 7" in line and "synthetic.data.num_classes = 19" in line
     assert not (tmp_path / "out").exists()
-    for change, key in (({"enc_layers": 34}, "synthetic.enc_layers = 34"),
-                        ({"decoder_width": 32}, "synthetic.decoder_width = 32"),
-                        ({"batch_norm": True}, "synthetic.batch_norm = True"),
-                        ({"wider_ttnet": True}, "synthetic.wider_ttnet = True"),
-                        ({"ttnet_width": 16}, "synthetic.ttnet_width = 16")):
+    for change, key in (({"enc_layers": 34}, "synthetic.model.enc_layers = 34"),
+                        ({"decoder_width": 32}, "synthetic.model.decoder_width = 32"),
+                        ({"batch_norm": True}, "synthetic.model.batch_norm = True"),
+                        ({"wider_ttnet": True}, "synthetic.model.wider_ttnet = True"),
+                        ({"ttnet_width": 16}, "synthetic.model.ttnet_width = 16")):
         with pytest.raises(XTaskError, match=rf"model.pth: an original xtask_mt checkpoint .*{key}"):
-            load_weights(root / "model.pth", dataclasses.replace(cfg, **change))
+            load_weights(root / "model.pth", replace(cfg, **change))
 
 
 def test_a_file_that_is_no_checkpoint_is_one_line(work, tmp_path):
@@ -169,9 +170,9 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_output_of_its_own(work, t
     (inputs / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     params = _params(tmp_path / "p.yaml", **TINY)
     torch.manual_seed(0)
-    torch.save({"model": build_model(dataclasses.replace(cfg, **TINY)).state_dict(),
-                "config": dataclasses.asdict(dataclasses.replace(cfg, **TINY)), "seed": 0, "epoch": 1},
-               tmp_path / "best.pt")
+    tiny = replace(cfg, **TINY)
+    torch.save({"model": build_model(tiny.model, tiny.data.num_classes).state_dict(),
+                "config": dataclasses.asdict(tiny), "seed": 0, "epoch": 1}, tmp_path / "best.pt")
     r = _run(["xtask.tools.predict", "--checkpoint", str(tmp_path / "best.pt"), "--dataset", "synthetic", "--params",
               str(params), "--out", str(tmp_path / "out"), "--device", "cpu", str(inputs)])
     assert _one_line_error(r) == f"error: {inputs / 'z.png'}: cannot be read as an image (expected PNG or JPEG)"
@@ -185,7 +186,7 @@ def test_an_unreadable_image_is_one_line_and_leaves_no_output_of_its_own(work, t
 def _as_original(state: dict, cfg) -> dict:
     """This project's state dict under the original's key names (the converter, run backwards)."""
     # key names do not depend on the number of classes; the listing has 7 classes for ResNet18
-    keys = fixtures.original_keys(cfg.enc_layers, 7, cfg.batch_norm, cfg.wider_ttnet)
+    keys = fixtures.original_keys(cfg.model.enc_layers, 7, cfg.model.batch_norm, cfg.model.wider_ttnet)
     names = {convert_key(k): k for k, _, _ in keys}
     assert set(names) == set(state)
     # DataParallel's prefix, as older versions of the original saved it
@@ -194,13 +195,14 @@ def _as_original(state: dict, cfg) -> dict:
 
 def test_our_checkpoint_and_its_original_key_names_predict_identically(work, tmp_path):
     root, _, cfg = work
-    tiny = dataclasses.replace(cfg, **TINY)
+    tiny = replace(cfg, **TINY)
     torch.manual_seed(1)
-    state = build_model(tiny).state_dict()
+    state = build_model(tiny.model, tiny.data.num_classes).state_dict()
     torch.save({"model": state, "config": dataclasses.asdict(tiny), "seed": 4, "epoch": 2}, tmp_path / "ours.pt")
     torch.save(_as_original(state, tiny), tmp_path / "orig.pth")
     torch.manual_seed(2)
-    torch.save({"model": build_model(tiny).state_dict(), "config": dataclasses.asdict(tiny)}, tmp_path / "other.pt")
+    torch.save({"model": build_model(tiny.model, tiny.data.num_classes).state_dict(), "config": dataclasses.asdict(tiny)},
+               tmp_path / "other.pt")
     images = [root / "images"]
     outs = {}
     for name in ("ours.pt", "orig.pth", "other.pt"):
@@ -221,13 +223,13 @@ def test_our_checkpoint_and_its_original_key_names_predict_identically(work, tmp
 def test_a_network_sees_images_in_the_convention_it_was_trained_with(tmp_path, params_protocol):
     # NYUv2: the original (and protocol original) feed MTAN's [0, 1] images, protocol corrected normalises
     # them; whatever the params feed, each network gets the input it was trained on
-    cfg = dataclasses.replace(load_params(ROOT / "params.yaml").dataset("nyu"),
-                              **{**TINY, "num_classes": 13, "protocol": params_protocol})
+    cfg = replace(load_params(ROOT / "params.yaml").dataset("nyu"),
+                  **{**TINY, "num_classes": 13, "protocol.name": params_protocol})
     torch.manual_seed(3)
-    net = build_model(cfg).eval()
+    net = build_model(cfg.model, cfg.data.num_classes).eval()
     torch.save(_as_original(net.state_dict(), cfg), tmp_path / "model.pth")
     for trained in ("original", "corrected"):
-        saved = {**dataclasses.asdict(cfg), "protocol": trained}
+        saved = {**dataclasses.asdict(cfg), "protocol": {**dataclasses.asdict(cfg.protocol), "name": trained}}
         torch.save({"model": net.state_dict(), "config": saved}, tmp_path / f"{trained}.pt")
     image = torch.randint(0, 256, (1, 64, 128, 3), dtype=torch.uint8)
     fed = to_model_input(image, normalise=params_protocol == "corrected")  # what evaluate and predict feed

@@ -19,7 +19,7 @@ DEADLINE_S = 300  # both tiny experiments take well under a minute each when the
 SUMMARY = "metrics/summary.json"  # the report stage's summary: the one DVC metric
 EXPERIMENTS = {  # name -> (--set-param, the metrics file its evaluate stage writes)
     "q-seed1": ("seeds=[1]", "metrics/synthetic/xtask/seed1.json"),
-    "q-alpha": ("synthetic.alpha=0.02", "metrics/synthetic/xtask/seed0.json"),
+    "q-alpha": ("synthetic.loss.alpha=0.02", "metrics/synthetic/xtask/seed0.json"),
 }
 GIT_ID = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
@@ -130,8 +130,8 @@ def test_two_queued_experiments_run_concurrently_and_report_metrics(repo):
     exps = {rev["name"]: rev for entry in shown for exp in (entry.get("experiments") or []) for rev in exp["revs"]}
     assert set(EXPERIMENTS) <= set(exps), sorted(exps)
     params = {name: exps[name]["data"]["params"]["params.yaml"]["data"] for name in EXPERIMENTS}
-    assert params["q-seed1"]["seeds"] == [1] and params["q-seed1"]["synthetic"]["alpha"] == 0.01
-    assert params["q-alpha"]["seeds"] == [0] and params["q-alpha"]["synthetic"]["alpha"] == 0.02
+    assert params["q-seed1"]["seeds"] == [1] and params["q-seed1"]["synthetic"]["loss"]["alpha"] == 0.01
+    assert params["q-alpha"]["seeds"] == [0] and params["q-alpha"]["synthetic"]["loss"]["alpha"] == 0.02
     for name, (_, seed_file) in EXPERIMENTS.items():
         # the DVC metric is the seed-independent summary: both experiments fill the same keys
         metrics = exps[name]["data"]["metrics"]

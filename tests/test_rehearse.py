@@ -37,10 +37,12 @@ def test_the_nyu_stand_in_is_mtans_layout_and_prepares_through_the_nyu_section(t
     p = load_params(params)
     cfg = p.dataset("nyu")
     assert (p.run, p.methods, p.seeds) == (("cityscapes", "nyu"), tuple(METHODS), (0, 1))
-    assert (cfg.format, cfg.num_classes, cfg.device, cfg.epochs, cfg.expect_full_size) == ("nyu", 13, "cpu", 2, False)
+    data = cfg.data
+    assert (data.format, data.num_classes, cfg.runtime.device, cfg.optim.epochs, data.expect_full_size) == (
+        "nyu", 13, "cpu", 2, False)
     out = tmp_path / "prepared"
-    prepare(cfg.format, raw, out, num_classes=cfg.num_classes, height=cfg.height, width=cfg.width,
-            expect_full_size=cfg.expect_full_size, progress=False)
+    prepare(data.format, raw, out, num_classes=data.num_classes, height=data.height, width=data.width,
+            expect_full_size=data.expect_full_size, progress=False)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["counts"] == {"train": 3, "val": 2} and meta["depth_kind"] == "metres"
     assert read_sample(raw, "val", 0, height=32, width=64)[2].shape == (32, 64)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from test_pipeline import _copy_repo, _env
+from test_pipeline import _copy_repo, _env, set_keys
 
 TINY = {"generate": {"seed": 4, "n_train": 32, "n_val": 8, "height": 64, "width": 128},
         "height": 32, "width": 64, "epochs": 4, "batch_size": 4, "decoder_width": 8, "ttnet_width": 4}
@@ -37,7 +37,7 @@ def prepared(tmp_path_factory):
     repo = tmp_path_factory.mktemp("resume")
     _copy_repo(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["synthetic"].update(TINY)
+    set_keys(params["synthetic"], TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in (["pipeline.generate", "synthetic", "--out", "data/synthetic"],
                   ["pipeline.prepare", "synthetic", "--no-progress", "--out", "data/prepared/synthetic"]):
@@ -127,11 +127,11 @@ def test_changed_params_start_afresh_and_the_old_state_waits_for_them(prepared, 
     params_file = repo / "params.yaml"
     original = params_file.read_text()
     params = yaml.safe_load(original)
-    params["synthetic"]["alpha"] = 0.5
+    params["synthetic"]["loss"]["alpha"] = 0.5
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     r = _stage(repo, *TRAIN[2:])
     assert r.returncode == 0, r.stderr
-    assert "resuming" not in r.stderr and "alpha 0.01 -> 0.5" in r.stderr and "is kept there" in r.stderr
+    assert "resuming" not in r.stderr and "loss.alpha 0.01 -> 0.5" in r.stderr and "is kept there" in r.stderr
     assert len(list((repo / SCRATCH).rglob("state.pt"))) == 1  # the stopped run's, for a return to alpha 0.01
     params_file.write_text(original)
     r = _stage(repo, *TRAIN[2:])

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import localslurm
+from test_pipeline import set_keys
 from xtask.tools.check_determinism import copy_repository, run_in
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,7 @@ def _env(cluster) -> dict:
 def _tiny(where: str, sweeps: Path):
     def edit(params: dict) -> None:
         params.update(run=["synthetic"], methods=["xtask"], seeds=list(SEEDS))
-        params["synthetic"].update(TINY)
+        set_keys(params["synthetic"], TINY)
         params["launch"]["where"] = where
         params["launch"]["slurm"]["dir"] = str(sweeps)
     return edit

@@ -68,7 +68,7 @@ def test_the_table_is_every_dataset_method_and_seed_numbered_from_zero():
 
 def _sweep(tmp_path):
     return tool.Sweep(folder=tmp_path, id="s", commit="c0ffee", git_remote="origin", git_url="/git/xtask.git",
-                      set_params=("synthetic.epochs=1",), tasks=(tool.Task(0, "synthetic", "xtask", 3),), arrays=())
+                      set_params=("synthetic.optim.epochs=1",), tasks=(tool.Task(0, "synthetic", "xtask", 3),), arrays=())
 
 
 def test_an_attempt_clones_once_and_runs_the_experiment_once(tmp_path):
@@ -79,7 +79,7 @@ def test_an_attempt_clones_once_and_runs_the_experiment_once(tmp_path):
     assert first[1] == ["git", "checkout", "-q", "--force", "--detach", "c0ffee"]
     assert first[2][0] == tool.PYTHON and Path(tool.PYTHON).is_absolute()
     assert first[2][1:] == ["-m", "dvc", "exp", "run", "-n", "synthetic-xtask-3", "-S", "run=[synthetic]",
-                            "-S", "methods=[xtask]", "-S", "seeds=[3]", "-S", "synthetic.epochs=1", "--pull",
+                            "-S", "methods=[xtask]", "-S", "seeds=[3]", "-S", "synthetic.optim.epochs=1", "--pull",
                             "--allow-missing"]
     assert first[3][1:] == ["-m", "dvc", "exp", "push", "/git/xtask.git", "synthetic-xtask-3"]
     # again in the kept checkout (scratch/ holds the state): no clone; an experiment made but not pushed: push only

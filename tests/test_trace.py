@@ -52,7 +52,7 @@ def _mask_void_depth(spec, seg, depth, original=batches.loss_masks):
 
 # One mutant runs in `make test` (CI runs the whole trace besides, `make check-trace`); the others are slow.
 @pytest.mark.parametrize("module, name, mutant, variant", [
-    ("xtask.training.engine.task_losses", None, _scaled_alpha, "corrected-mse"),  # a loss weight 1 % off
+    ("xtask.training.losses.task_losses", None, _scaled_alpha, "corrected-mse"),  # a loss weight 1 % off
     pytest.param(losses, "ssim_loss", _ssim_scaled, "losses", marks=pytest.mark.slow),  # the SSIM term 1 % off
     pytest.param(balancing.OriginalGradNorm, "after_step", _renormalise_to_one, "gradnorm",
                  marks=pytest.mark.slow),                             # the GradNorm weights' renormalisation

@@ -1,6 +1,5 @@
 """Training and evaluation on a tiny synthetic dataset: checkpoints, determinism, evaluation output,
 the resumable state's scratch folder."""
-import dataclasses
 import math
 import shutil
 
@@ -9,11 +8,13 @@ import pytest
 import torch
 
 from tiny import prepare_tiny, tiny_config, train_tiny
+from xtask.common.config import replace
 from xtask.common.errors import XTaskError
 from xtask.data.prepare import RawSplit
 from xtask.evaluation.evaluate import evaluate
 from xtask.core import checkpoint
 from xtask.core.batches import batch_spec, iterate, make_loader
+from xtask.core.protocol import protocol_of
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def _model(path):
 def test_checkpoints_are_plain_data_and_the_scratch_folder_goes(tiny):
     root, data, cfg = tiny
     summary = train_tiny(cfg, 0, data, root / "run")
-    assert 1 <= summary["best_epoch"] <= cfg.epochs and math.isfinite(summary["best_val_loss"])
+    assert 1 <= summary["best_epoch"] <= cfg.optim.epochs and math.isfinite(summary["best_val_loss"])
     state = torch.load(root / "run" / "best.pt", weights_only=True)  # refuses anything but data
-    assert state["config"]["enc_layers"] == cfg.enc_layers and state["seed"] == 0
+    assert state["config"]["model"]["enc_layers"] == cfg.model.enc_layers and state["seed"] == 0
     assert state["epoch"] == summary["best_epoch"] and "log_vars" in state["balancer"]
     assert sorted(p.name for p in (root / "run").iterdir()) == ["best.pt"]
     assert not (root / "scratch").exists() or not any((root / "scratch").iterdir())
@@ -63,8 +64,9 @@ def test_evaluate_reports_both_families_and_the_baseline(tiny):
 def test_evaluate_refuses_a_checkpoint_of_another_architecture(tiny):
     root, data, cfg = tiny
     train_tiny(cfg, 0, data, root / "arch")
-    other = dataclasses.replace(cfg, decoder_width=16)
-    with pytest.raises(XTaskError, match=r"trained with decoder_width = 8, but params say synthetic.decoder_width = 16"):
+    other = replace(cfg, decoder_width=16)
+    with pytest.raises(XTaskError, match=r"trained with model.decoder_width = 8, but params say "
+                                         r"synthetic.model.decoder_width = 16"):
         evaluate(other, root / "arch" / "best.pt", data, progress=False)
 
 
@@ -86,21 +88,22 @@ def test_missing_prepared_data_says_to_run_prepare(tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    {"gradnorm": True, "uncertainty_weights": False, "protocol": "corrected"},
-    {"gradnorm": True, "uncertainty_weights": False, "tseg_loss": "kl"},  # the original's GradNorm and KL
-    {"uncertainty_weights": False, "lp": "MSE", "tdep_loss": "SSIM", "tseg_loss": "kl", "label_smoothing": 0.1},
+    {"weighting": "gradnorm", "protocol.name": "corrected"},
+    {"weighting": "gradnorm", "tseg_loss": "kl"},  # the original's GradNorm and KL
+    {"weighting": "none", "lp": "MSE", "tdep_loss": "SSIM", "tseg_loss": "kl", "label_smoothing": 0.1},
     {"batch_norm": True, "wider_ttnet": True, "lp": "smoothL1", "num_classes": 19},
 ])
 def test_every_option_trains(tiny, tmp_path, options):
     root, _, cfg = tiny
-    cfg = dataclasses.replace(cfg, epochs=1, **options)
-    data = prepare_tiny(root, num_classes=cfg.num_classes)
+    cfg = replace(cfg, epochs=1, **options)
+    data = prepare_tiny(root, num_classes=cfg.data.num_classes)
     summary = train_tiny(cfg, 0, data, tmp_path / "run")
     assert math.isfinite(summary["best_val_loss"])
     state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    if cfg.gradnorm and cfg.protocol == "corrected":
+    gradnorm = cfg.balancing.weighting == "gradnorm"
+    if gradnorm and cfg.protocol.name == "corrected":
         assert state["balancer"]["task_weights"].sum().item() == pytest.approx(2.0)
-    elif cfg.gradnorm:  # the original's raw weights, its own Adam's state and its initial losses
+    elif gradnorm:  # the original's raw weights, its own Adam's state and its initial losses
         assert set(state["balancer"]) == {"raw", "_extra_state"}
         assert state["balancer"]["_extra_state"]["renormalised"] is True
 
@@ -110,7 +113,7 @@ def test_raw_and_prepared_data_paths_give_the_same_batches(tiny):
     root, data, cfg = tiny
     raw = RawSplit("cityscapes", root / "raw", "train", num_classes=7, height=32, width=64)
     from xtask.common.prepared import PreparedSplit
-    spec = batch_spec(cfg)
+    spec = batch_spec(cfg.data, protocol_of(cfg.protocol))
 
     def batches(split):
         loader = make_loader(split, 4, shuffle=True, generator=torch.Generator().manual_seed(3))
@@ -123,30 +126,30 @@ def test_raw_and_prepared_data_paths_give_the_same_batches(tiny):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_trains_on_cpu(tiny, tmp_path, amp):
     root, data, cfg = tiny
-    summary = train_tiny(dataclasses.replace(cfg, epochs=1, amp=amp), 0, data, tmp_path / "run")
+    summary = train_tiny(replace(cfg, epochs=1, amp=amp), 0, data, tmp_path / "run")
     assert summary["amp"] == amp and math.isfinite(summary["best_val_loss"])
-    m = evaluate(dataclasses.replace(cfg, amp=amp), tmp_path / "run" / "best.pt", data, progress=False)
+    m = evaluate(replace(cfg, amp=amp), tmp_path / "run" / "best.pt", data, progress=False)
     assert m["amp"] == amp and 0 <= m["paper"]["miou"] <= 100
 
 
 def test_channels_last_gives_the_same_function(tiny):
     root, data, cfg = tiny
     base = train_tiny(cfg, 4, data, root / "cl_off")
-    cl = train_tiny(dataclasses.replace(cfg, channels_last="on"), 4, data, root / "cl_on")
+    cl = train_tiny(replace(cfg, channels_last="on"), 4, data, root / "cl_on")
     assert cl["best_val_loss"] == pytest.approx(base["best_val_loss"], rel=1e-3)
 
 
 @pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights(tiny, tmp_path):
     root, data, cfg = tiny
-    summary = train_tiny(dataclasses.replace(cfg, epochs=1, compile=True), 0, data, tmp_path / "run")
+    summary = train_tiny(replace(cfg, epochs=1, compile=True), 0, data, tmp_path / "run")
     assert math.isfinite(summary["best_val_loss"])
     assert not any(k.startswith("_orig_mod.") for k in _model(tmp_path / "run" / "best.pt"))  # the module's names
 
 
 def test_a_non_finite_loss_stops_training_naming_epoch_step_and_term(tiny, tmp_path):
     root, data, cfg = tiny
-    cfg = dataclasses.replace(cfg, protocol="corrected")  # the float depth as stored
+    cfg = replace(cfg, **{"protocol.name": "corrected"})  # the float depth as stored
     bad = tmp_path / "bad"
     shutil.copytree(data, bad)
     depth = np.load(bad / "train" / "depth.npy", mmap_mode="r+")
@@ -159,7 +162,7 @@ def test_a_non_finite_loss_stops_training_naming_epoch_step_and_term(tiny, tmp_p
 
 def test_deterministic_switch_trains_and_repeats(tiny, tmp_path):
     root, data, cfg = tiny
-    cfg = dataclasses.replace(cfg, epochs=1, deterministic=True)
+    cfg = replace(cfg, epochs=1, deterministic=True)
     try:
         a = train_tiny(cfg, 0, data, tmp_path / "a")
         assert torch.are_deterministic_algorithms_enabled()
@@ -210,7 +213,8 @@ def test_fp32_means_fp32_unless_tf32_is_asked_for(tiny, tf32, precision):
     torch.backends.cudnn.conv.fp32_precision = "tf32"  # PyTorch's default for convolutions
     torch.backends.cuda.matmul.fp32_precision = "tf32" if not tf32 else "ieee"
     try:
-        resolve(dataclasses.replace(cfg, tf32=tf32), "cpu")
+        cfg = replace(cfg, tf32=tf32)
+        resolve(cfg.runtime, cfg.protocol, "cpu")
         assert torch.backends.cudnn.conv.fp32_precision == precision
         assert torch.backends.cuda.matmul.fp32_precision == precision
     finally:

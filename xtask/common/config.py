@@ -1,14 +1,16 @@
 """params.yaml -> typed, validated configuration, built once per stage.
 
-Every key is checked: unknown keys (typos), wrong types and values outside their choices are
-reported as one line naming the key and what is allowed.
+Each dataset section nests one section per concern (data, model, init, loss, optim, balancing, protocol,
+runtime; generate for the synthetic set), each a frozen dataclass whose fields say how their key is checked;
+functions take the section they use. Every key is checked: unknown keys (typos), wrong types and values
+outside their choices are reported as one line naming the key and what is allowed.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ruamel.yaml import YAML, YAMLError
 
@@ -33,126 +35,14 @@ TSEG_LOSSES = ("cross", "kl")
 TDEP_LOSSES = ("L1", "SSIM")
 WHERE = ("host", "docker", "slurm")
 TOP_LEVEL = ("run", "seeds", "methods", "launch")
+WEIGHTINGS = ("none", "uncertainty", "gradnorm")  # what each one does: xtask/training/balancing.py
+
+# sbatch options the sweep sets itself (xtask/runtime/slurm.py); one of them in launch.slurm.sbatch would
+# change how tasks are numbered, logged, signalled or requeued behind the sweep's back
+SWEEP_SBATCH = ("--array", "--output", "--error", "--signal", "--requeue", "--no-requeue", "--gres", "--job-name",
+                "--parsable", "--wrap", "--wait", "--export", "--chdir", "--open-mode", "-a", "-o", "-e", "-J", "-W", "-D")
 
 
-@dataclass(frozen=True)
-class GenerateConfig:
-    """The synthetic dataset's generator (section ``<dataset>.generate``)."""
-    seed: int = 0
-    n_train: int = 320
-    n_val: int = 80
-    height: int = 128
-    width: int = 256
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """One dataset's section: the original README's flags under their README names, plus ours."""
-    name: str
-    format: str
-    input_path: str
-    height: int
-    width: int
-    num_classes: int
-    epochs: int
-    enc_layers: int
-    use_pretrain: bool
-    batch_size: int
-    lr: float
-    betas: tuple[float, float]
-    scheduler_step_size: int
-    scheduler_gamma: float
-    alpha: float
-    gamma: float
-    label_smoothing: float
-    lp: str
-    tdep_loss: str
-    tseg_loss: str
-    batch_norm: bool
-    wider_ttnet: bool
-    uncertainty_weights: bool
-    gradnorm: bool
-    protocol: str = "original"
-    corrections: tuple[str, ...] = ()
-    gradnorm_alpha: float = 1.5
-    decoder_width: int = 128
-    ttnet_width: int = 64
-    pretrained_path: Optional[str] = None
-    expect_full_size: bool = False
-    workers: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    tf32: bool = False
-    channels_last: str = "auto"
-    compile: bool = False
-    deterministic: bool = False
-    generate: Optional[GenerateConfig] = None
-
-    @property
-    def ignore_index(self) -> int:
-        return IGNORE_INDEX[self.format]
-
-    @property
-    def balancing(self) -> str:
-        return "uncertainty" if self.uncertainty_weights else "gradnorm" if self.gradnorm else "none"
-
-    def stage_values(self, stage: str) -> dict[str, Any]:
-        """The keys ``stage`` reads, with their values: what its result depends on (STAGE_KEYS)."""
-        values = dataclasses.asdict(self)
-        return {key: values[key] for key in STAGE_KEYS[stage]}
-
-
-# Which keys of a dataset section each stage reads: what its result depends on. dvc.yaml lists exactly
-# these as the stage's params (tests/test_dependencies.py), and a resumable run records them. The
-# RUNTIME keys change where and how fast a run goes, never what it computes (up to kernel rounding),
-# so no stage depends on them and a stopped run may resume with other values.
-RUNTIME_KEYS = ("workers", "device", "compile", "channels_last", "deterministic")
-ARCHITECTURE_KEYS = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "decoder_width", "ttnet_width")
-_DATA_KEYS = ("input_path", "expect_full_size", "generate", "height", "width")  # read before training
-STAGE_KEYS = {
-    "generate": ("generate",),
-    "prepare": ("format", "input_path", "height", "width", "num_classes", "expect_full_size"),
-    "train": tuple(f.name for f in dataclasses.fields(DatasetConfig)
-                   if f.name not in ("name", *RUNTIME_KEYS, *_DATA_KEYS)),
-    "evaluate": ("format", *ARCHITECTURE_KEYS, "batch_size", "amp", "tf32", "protocol", "corrections"),
-    "inference_time": ("height", "width", *ARCHITECTURE_KEYS, "amp", "tf32"),
-    "figure": ("format", "num_classes"),  # the palette; everything else comes with the examples file
-}
-
-
-@dataclass(frozen=True)
-class SlurmConfig:
-    """How ``python -m xtask.tools.sweep`` submits the table to SLURM (section ``launch.slurm``; docs/slurm.md).
-    Read by the sweep tool only: no stage depends on it."""
-    gres: str = "gpu:1"            # each array task's --gres (one task = one dataset x method x seed)
-    sbatch: tuple[str, ...] = ()   # further sbatch options, as written (--partition=gpu, --time=1-0, ...)
-    dir: str = "sweeps"            # per-task checkouts, logs and status; on a filesystem every node sees
-    git_remote: str = "origin"     # the git remote tasks clone from and push their experiments to
-    stop_before_limit_s: int = 600  # SIGUSR1 this long before the time limit: save, then requeue
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """Where and how the train stage runs (section ``launch``); none of it changes the protocol except
-    ``nproc_per_node``, which splits each batch over that many processes (DDP)."""
-    where: str = "host"            # host | docker: train inside the image, DVC stays on the host | slurm
-    image: str = "xtask:latest"    # the image ``where: docker`` runs (built from the Dockerfile)
-    nproc_per_node: int = 1        # > 1: torchrun with that many processes (one per GPU)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-
-
-@dataclass(frozen=True)
-class Params:
-    run: tuple[str, ...]
-    seeds: tuple[int, ...]
-    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
-    methods: tuple[str, ...] = ("xtask",)
-    launch: LaunchConfig = field(default_factory=LaunchConfig)
-
-    def dataset(self, name: str) -> DatasetConfig:
-        if name not in self.datasets:
-            raise XTaskError(f"params.yaml: no dataset section {name!r} (sections: {sorted(self.datasets)})")
-        return self.datasets[name]
 
 
 def _fail(key: str, expected: str, got: Any) -> XTaskError:
@@ -203,144 +93,292 @@ def _str(key, v):
     return v
 
 
-def _check_keys(section: str, raw: dict, allowed: list[str], required: list[str]) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise XTaskError(f"params.yaml: {section}.{key}: unknown key (allowed: {', '.join(allowed)})")
-    for key in required:
-        if key not in raw:
-            raise XTaskError(f"params.yaml: {section}.{key}: missing (required key)")
+def _optional_str(key, v):
+    return None if v is None else _str(key, v)
 
 
-def _generate(section: str, raw: Any) -> GenerateConfig:
-    if not isinstance(raw, dict):
-        raise _fail(section, "a mapping", raw)
-    names = [f.name for f in dataclasses.fields(GenerateConfig)]
-    _check_keys(section, raw, names, [])
-    v = {**dataclasses.asdict(GenerateConfig()), **raw}
-    return GenerateConfig(
-        seed=_int(f"{section}.seed", v["seed"], lo=0), n_train=_int(f"{section}.n_train", v["n_train"], lo=1),
-        n_val=_int(f"{section}.n_val", v["n_val"], lo=1), height=_int(f"{section}.height", v["height"], lo=32),
-        width=_int(f"{section}.width", v["width"], lo=32))
+def _betas(key, v):
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise _fail(key, "a list of two numbers in [0, 1)", v)
+    return tuple(_float(key, b, lo=0, hi=1, hi_open=True) for b in v)
 
 
-def _corrections(key: str, v: Any, protocol: Any) -> tuple[str, ...]:
+def _unique_choices(key, v, choices):
     if v is None:
         return ()
     if not isinstance(v, (list, tuple)) or len(set(v)) != len(v):
-        raise _fail(key, f"a list without repeats of {list(CORRECTIONS)}", v)
+        raise _fail(key, f"a list without repeats of {list(choices)}", v)
     for c in v:
-        _choice(key, c, CORRECTIONS)
-    if v and protocol != "original":
-        raise _fail(key, "[] unless protocol is original (corrected makes every correction)", v)
+        _choice(key, c, choices)
     return tuple(v)
 
 
-def parse_dataset(name: str, raw: Any) -> DatasetConfig:
+def _tdep(key, v):
+    return _choice(key, "SSIM" if v == "ssim" else v, TDEP_LOSSES)  # "ssim": the original's spelling
+
+
+def _sbatch(key, options):
+    if not isinstance(options, (list, tuple)):
+        raise _fail(key, "a list of sbatch options such as --time=1-00:00:00", options)
+    for opt in options:
+        if not isinstance(opt, str) or not opt.startswith("-") or " " in opt.split("=", 1)[0]:
+            raise _fail(key, "options written as --name=value (one list item each)", opt)
+        if opt.split("=", 1)[0] in SWEEP_SBATCH:
+            raise _fail(key, f"no option the sweep sets itself ({', '.join(SWEEP_SBATCH[:10])})", opt)
+    return tuple(options)
+
+
+def check(rule: Callable[..., Any], **bounds: Any) -> dict[str, Any]:
+    """A field's metadata: how its params value is validated (``rule(key, value, **bounds)``)."""
+    return {"check": lambda key, v: rule(key, v, **bounds)}
+
+
+def section(cls: type) -> dict[str, Any]:
+    """A field's metadata: the field is a nested section of type ``cls``."""
+    return {"section": cls}
+
+
+def opt(default: Any, rule: Callable[..., Any], **bounds: Any) -> Any:
+    """An optional key with its default."""
+    return field(default=default, metadata=check(rule, **bounds))
+
+
+def req(rule: Callable[..., Any], **bounds: Any) -> Any:
+    """A required key."""
+    return field(metadata=check(rule, **bounds))
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """``<dataset>.generate``: the synthetic dataset's generator (the generate stage)."""
+    seed: int = opt(0, _int, lo=0)
+    n_train: int = opt(320, _int, lo=1)
+    n_val: int = opt(80, _int, lo=1)
+    height: int = opt(128, _int, lo=32)
+    width: int = opt(256, _int, lo=32)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``<dataset>.data``: where the raw data is and how the prepare stage stores it."""
+    format: str = req(_choice, choices=FORMATS)
+    input_path: str = req(_str)
+    height: int = req(_int, lo=32, multiple=32)
+    width: int = req(_int, lo=32, multiple=32)
+    num_classes: int = req(_int, lo=1)  # one of CLASSES[format], checked in parse_dataset
+    expect_full_size: bool = opt(False, _bool)
+
+    @property
+    def ignore_index(self) -> int:
+        return IGNORE_INDEX[self.format]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``<dataset>.model``: the network's shape (with ``data.num_classes``); a checkpoint must agree on all of it."""
+    enc_layers: int = req(_choice, choices=ENC_LAYERS)
+    batch_norm: bool = req(_bool)
+    wider_ttnet: bool = req(_bool)
+    decoder_width: int = opt(128, _int, lo=1)
+    ttnet_width: int = opt(64, _int, lo=1)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """``<dataset>.init``: where the encoder's weights start from (training only)."""
+    use_pretrain: bool = opt(False, _bool)
+    pretrained_path: Optional[str] = opt(None, _optional_str)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``<dataset>.loss``: the loss terms and their weights."""
+    alpha: float = req(_float, lo=0, hi=1)
+    gamma: float = req(_float, lo=0, hi=1)
+    label_smoothing: float = req(_float, lo=0, hi=1, hi_open=True)
+    lp: str = req(_choice, choices=LP_LOSSES)
+    tdep_loss: str = req(_tdep)
+    tseg_loss: str = req(_choice, choices=TSEG_LOSSES)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """``<dataset>.optim``: Adam, its StepLR schedule (stepped per epoch), epochs and batch size."""
+    epochs: int = req(_int, lo=1)
+    batch_size: int = req(_int, lo=1)
+    lr: float = req(_float, lo=0, lo_open=True)
+    betas: tuple[float, float] = req(_betas)
+    scheduler_step_size: int = req(_int, lo=1)
+    scheduler_gamma: float = req(_float, lo=0, hi=1, lo_open=True)
+
+
+@dataclass(frozen=True)
+class BalancingConfig:
+    """``<dataset>.balancing``: how the task losses are weighted (xtask/training/balancing.py)."""
+    weighting: str = opt("none", _choice, choices=WEIGHTINGS)
+    gradnorm_alpha: float = opt(1.5, _float, lo=0)
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """``<dataset>.protocol``: what a run computes: the original's training or corrections (docs/protocol.md),
+    in which precision."""
+    name: str = opt("original", _choice, choices=PROTOCOLS)
+    corrections: tuple[str, ...] = opt((), _unique_choices, choices=CORRECTIONS)
+    amp: str = opt("auto", _choice, choices=AMP)
+    tf32: bool = opt(False, _bool)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """``<dataset>.runtime``: where and how fast a run goes, never what it computes (up to kernel rounding): no
+    stage depends on it, and a stopped run may resume under other values."""
+    workers: int = opt(0, _int, lo=0)
+    device: str = opt("auto", _choice, choices=DEVICES)
+    channels_last: str = opt("auto", _choice, choices=SWITCH)
+    compile: bool = opt(False, _bool)
+    deterministic: bool = opt(False, _bool)
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset's section of params.yaml, one nested section per concern. The original README's flags
+    keep their names inside the sections (docs/params.md)."""
+    name: str
+    data: DataConfig = field(metadata=section(DataConfig))
+    model: ModelConfig = field(metadata=section(ModelConfig))
+    loss: LossConfig = field(metadata=section(LossConfig))
+    optim: OptimConfig = field(metadata=section(OptimConfig))
+    init: InitConfig = field(default_factory=InitConfig, metadata=section(InitConfig))
+    balancing: BalancingConfig = field(default_factory=BalancingConfig, metadata=section(BalancingConfig))
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig, metadata=section(ProtocolConfig))
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig, metadata=section(RuntimeConfig))
+    generate: Optional[GenerateConfig] = field(default=None, metadata=section(GenerateConfig))
+
+    def sections(self, names: Iterable[str]) -> dict[str, Any]:
+        """The named sections as plain values."""
+        return {n: dataclasses.asdict(getattr(self, n)) for n in names}
+
+
+# The sections that decide a trained model, besides the prepared data (whose metadata stands for
+# ``data``), the method, the seed and the code: the train stage's params in dvc.yaml, and what a resumable
+# state and a metrics file's config_id are keyed by. ``runtime`` is nobody's dependency.
+TRAINED = ("model", "init", "loss", "optim", "balancing", "protocol")
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """How ``python -m xtask.tools.sweep`` submits the table to SLURM (section ``launch.slurm``; docs/slurm.md).
+    Read by the sweep tool only: no stage depends on it."""
+    gres: str = opt("gpu:1", _str)            # each array task's --gres (one task = one dataset x method x seed)
+    sbatch: tuple[str, ...] = opt((), _sbatch)  # further sbatch options, as written (--partition=gpu, --time=1-0)
+    dir: str = opt("sweeps", _str)            # per-task checkouts, logs and status; on a filesystem every node sees
+    git_remote: str = opt("origin", _str)     # the git remote tasks clone from and push their experiments to
+    stop_before_limit_s: int = opt(600, _int, lo=60)  # SIGUSR1 this long before the time limit: save, then requeue
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Where and how the train stage runs (section ``launch``); none of it changes the protocol except
+    ``nproc_per_node``, which splits each batch over that many processes (DDP)."""
+    where: str = opt("host", _choice, choices=WHERE)  # host | docker: train in the image, DVC on the host | slurm
+    image: str = opt("xtask:latest", _str)            # the image ``where: docker`` runs (built from the Dockerfile)
+    nproc_per_node: int = opt(1, _int, lo=1)          # > 1: torchrun with that many processes (one per GPU)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig, metadata=section(SlurmConfig))
+
+
+@dataclass(frozen=True)
+class Params:
+    run: tuple[str, ...]
+    seeds: tuple[int, ...]
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    methods: tuple[str, ...] = ("xtask",)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise XTaskError(f"params.yaml: no dataset section {name!r} (sections: {sorted(self.datasets)})")
+        return self.datasets[name]
+
+
+def _check_keys(where: str, raw: dict, allowed: list[str], required: list[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise XTaskError(f"params.yaml: {where}.{key}: unknown key (allowed: {', '.join(allowed)})")
+    for key in required:
+        if key not in raw:
+            raise XTaskError(f"params.yaml: {where}.{key}: missing (required key)")
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def parse_section(cls: type, where: str, raw: Any, **fixed: Any) -> Any:
+    """Section ``where`` of type ``cls`` from its params values: every key checked by its field's rule;
+    ``fixed``: fields that are not params keys."""
+    fields = [f for f in dataclasses.fields(cls) if f.metadata]
+    names = [f.name for f in fields]
     if not isinstance(raw, dict):
-        raise _fail(name, "a mapping of the dataset's settings", raw)
-    fields = {f.name: f for f in dataclasses.fields(DatasetConfig) if f.name != "name"}
-    required = [n for n, f in fields.items()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    _check_keys(name, raw, list(fields), required)
-    v = {n: (f.default if f.default is not dataclasses.MISSING else None) for n, f in fields.items()}
-    v.update(raw)
-    k = lambda key: f"{name}.{key}"  # noqa: E731
-    fmt = _choice(k("format"), v["format"], FORMATS)
-    betas = v["betas"]
-    if not isinstance(betas, list) or len(betas) != 2:
-        raise _fail(k("betas"), "a list of two numbers in [0, 1)", betas)
-    uncertainty, gradnorm = _bool(k("uncertainty_weights"), v["uncertainty_weights"]), _bool(k("gradnorm"), v["gradnorm"])
-    if uncertainty and gradnorm:
-        raise XTaskError(f"params.yaml: {name}.gradnorm: uncertainty_weights and gradnorm are exclusive; "
-                         "set one of them to false")
-    if v["gradnorm"] and v["amp"] == "fp16":
-        raise XTaskError(f"params.yaml: {name}.amp: fp16 loss scaling is not supported with gradnorm; "
+        raise _fail(where, f"a mapping with keys {', '.join(names)}", raw)
+    _check_keys(where, raw, names, [f.name for f in fields if _required(f)])
+    values = {}
+    for f in fields:
+        if f.name in raw:
+            key = f"{where}.{f.name}"
+            nested = f.metadata.get("section")
+            values[f.name] = (None if raw[f.name] is None and not _required(f) else parse_section(nested, key, raw[f.name])
+                              ) if nested else f.metadata["check"](key, raw[f.name])
+    return cls(**fixed, **values)
+
+
+def parse_dataset(name: str, raw: Any) -> DatasetConfig:
+    cfg = parse_section(DatasetConfig, name, raw, name=name)
+    if cfg.data.num_classes not in CLASSES[cfg.data.format]:
+        raise _fail(f"{name}.data.num_classes", f"one of {list(CLASSES[cfg.data.format])}", cfg.data.num_classes)
+    if cfg.protocol.corrections and cfg.protocol.name != "original":
+        raise _fail(f"{name}.protocol.corrections", "[] unless protocol.name is original (corrected makes every "
+                    "correction)", list(cfg.protocol.corrections))
+    if cfg.balancing.weighting == "gradnorm" and cfg.protocol.amp == "fp16":
+        raise XTaskError(f"params.yaml: {name}.protocol.amp: fp16 loss scaling is not supported with gradnorm; "
                          "use bf16 or off")
-    tdep = v["tdep_loss"]
-    tdep = "SSIM" if tdep == "ssim" else tdep  # the original's spelling
-    pretrained = v["pretrained_path"]
-    if pretrained is not None:
-        _str(k("pretrained_path"), pretrained)
-    return DatasetConfig(
-        name=name, format=fmt, input_path=_str(k("input_path"), v["input_path"]),
-        height=_int(k("height"), v["height"], lo=32, multiple=32),
-        width=_int(k("width"), v["width"], lo=32, multiple=32),
-        num_classes=_choice(k("num_classes"), v["num_classes"], CLASSES[fmt]),
-        epochs=_int(k("epochs"), v["epochs"], lo=1),
-        enc_layers=_choice(k("enc_layers"), v["enc_layers"], ENC_LAYERS),
-        use_pretrain=_bool(k("use_pretrain"), v["use_pretrain"]),
-        batch_size=_int(k("batch_size"), v["batch_size"], lo=1),
-        lr=_float(k("lr"), v["lr"], lo=0, lo_open=True),
-        betas=(_float(k("betas"), betas[0], lo=0, hi=1, hi_open=True),
-               _float(k("betas"), betas[1], lo=0, hi=1, hi_open=True)),
-        scheduler_step_size=_int(k("scheduler_step_size"), v["scheduler_step_size"], lo=1),
-        scheduler_gamma=_float(k("scheduler_gamma"), v["scheduler_gamma"], lo=0, hi=1, lo_open=True),
-        alpha=_float(k("alpha"), v["alpha"], lo=0, hi=1), gamma=_float(k("gamma"), v["gamma"], lo=0, hi=1),
-        label_smoothing=_float(k("label_smoothing"), v["label_smoothing"], lo=0, hi=1, hi_open=True),
-        lp=_choice(k("lp"), v["lp"], LP_LOSSES), tdep_loss=_choice(k("tdep_loss"), tdep, TDEP_LOSSES),
-        tseg_loss=_choice(k("tseg_loss"), v["tseg_loss"], TSEG_LOSSES),
-        batch_norm=_bool(k("batch_norm"), v["batch_norm"]), wider_ttnet=_bool(k("wider_ttnet"), v["wider_ttnet"]),
-        uncertainty_weights=uncertainty, gradnorm=gradnorm,
-        protocol=_choice(k("protocol"), v["protocol"], PROTOCOLS),
-        corrections=_corrections(k("corrections"), v["corrections"], v["protocol"]),
-        gradnorm_alpha=_float(k("gradnorm_alpha"), v["gradnorm_alpha"], lo=0),
-        decoder_width=_int(k("decoder_width"), v["decoder_width"], lo=1),
-        ttnet_width=_int(k("ttnet_width"), v["ttnet_width"], lo=1),
-        pretrained_path=pretrained,
-        expect_full_size=_bool(k("expect_full_size"), v["expect_full_size"]),
-        workers=_int(k("workers"), v["workers"], lo=0),
-        device=_choice(k("device"), v["device"], DEVICES),
-        amp=_choice(k("amp"), v["amp"], AMP),
-        tf32=_bool(k("tf32"), v["tf32"]),
-        channels_last=_choice(k("channels_last"), v["channels_last"], SWITCH),
-        compile=_bool(k("compile"), v["compile"]),
-        deterministic=_bool(k("deterministic"), v["deterministic"]),
-        generate=None if v["generate"] is None else _generate(k("generate"), v["generate"]),
-    )
+    return cfg
+
+
+# Each key's section, by its name (the names are unique over the sections): ``replace`` takes keys by name.
+SECTIONS = {f.name: f.metadata["section"] for f in dataclasses.fields(DatasetConfig)
+            if f.metadata and f.name != "generate"}
+OWNER = {f.name: s for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+assert len(OWNER) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a key name in two sections"
+
+
+def as_params(cfg: DatasetConfig) -> dict[str, Any]:
+    """The section as params.yaml would hold it (plain values, lists for tuples)."""
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else (
+            {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v)
+    values = dataclasses.asdict(cfg)
+    del values["name"]
+    if values["generate"] is None:
+        del values["generate"]
+    return plain(values)
+
+
+def replace(cfg: DatasetConfig, **changes: Any) -> DatasetConfig:
+    """``cfg`` with keys changed, validated as params.yaml's: by name (``lr=1e-3``, ``decoder_width=8``), or as
+    ``section.key`` where a bare name would read ambiguously (``**{"protocol.name": "corrected"}``)."""
+    raw = as_params(cfg)
+    for key, value in changes.items():
+        where, _, name = key.rpartition(".")
+        if (where or OWNER.get(name)) not in SECTIONS or name not in {f.name for f in
+                                                                     dataclasses.fields(SECTIONS[where or OWNER[name]])}:
+            raise XTaskError(f"{key}: no such key in a dataset section (keys: {', '.join(sorted(OWNER))})")
+        raw[where or OWNER[name]][name] = list(value) if isinstance(value, tuple) else value
+    return parse_dataset(cfg.name, raw)
 
 
 def parse_launch(raw: Any) -> LaunchConfig:
-    if raw is None:
-        return LaunchConfig()
-    if not isinstance(raw, dict):
-        raise _fail("launch", "a mapping with keys where, image, nproc_per_node, slurm", raw)
-    names = [f.name for f in dataclasses.fields(LaunchConfig)]
-    _check_keys("launch", raw, names, [])
-    v = {**dataclasses.asdict(LaunchConfig()), **raw}
-    return LaunchConfig(where=_choice("launch.where", v["where"], WHERE), image=_str("launch.image", v["image"]),
-                        nproc_per_node=_int("launch.nproc_per_node", v["nproc_per_node"], lo=1),
-                        slurm=parse_slurm(raw.get("slurm")))
-
-
-# sbatch options the sweep sets itself (xtask/runtime/slurm.py); one of them in launch.slurm.sbatch would
-# change how tasks are numbered, logged, signalled or requeued behind the sweep's back
-SWEEP_SBATCH = ("--array", "--output", "--error", "--signal", "--requeue", "--no-requeue", "--gres", "--job-name",
-                "--parsable", "--wrap", "--wait", "--export", "--chdir", "--open-mode", "-a", "-o", "-e", "-J", "-W", "-D")
-
-
-def parse_slurm(raw: Any) -> SlurmConfig:
-    if raw is None:
-        return SlurmConfig()
-    names = [f.name for f in dataclasses.fields(SlurmConfig)]
-    if not isinstance(raw, dict):
-        raise _fail("launch.slurm", f"a mapping with keys {', '.join(names)}", raw)
-    _check_keys("launch.slurm", raw, names, [])
-    v = {**dataclasses.asdict(SlurmConfig()), **raw}
-    options = v["sbatch"]
-    if not isinstance(options, (list, tuple)):
-        raise _fail("launch.slurm.sbatch", "a list of sbatch options such as --time=1-00:00:00", options)
-    for opt in options:
-        if not isinstance(opt, str) or not opt.startswith("-") or " " in opt.split("=", 1)[0]:
-            raise _fail("launch.slurm.sbatch", "options written as --name=value (one list item each)", opt)
-        if opt.split("=", 1)[0] in SWEEP_SBATCH:
-            raise _fail("launch.slurm.sbatch", f"no option the sweep sets itself ({', '.join(SWEEP_SBATCH[:10])})",
-                        opt)
-    return SlurmConfig(gres=_str("launch.slurm.gres", v["gres"]), sbatch=tuple(options),
-                       dir=_str("launch.slurm.dir", v["dir"]), git_remote=_str("launch.slurm.git_remote",
-                                                                               v["git_remote"]),
-                       stop_before_limit_s=_int("launch.slurm.stop_before_limit_s", v["stop_before_limit_s"],
-                                                lo=60))
+    return LaunchConfig() if raw is None else parse_section(LaunchConfig, "launch", raw)
 
 
 def _methods(raw: Any) -> tuple[str, ...]:
@@ -372,7 +410,7 @@ def parse_params(raw: Any) -> Params:
                   methods=_methods(raw.get("methods", ["xtask"])), launch=parse_launch(raw.get("launch")))
 
 
-# YAML 1.2, as DVC writes params.yaml: `dvc exp run -S nyu.lr=0.00005` writes `lr: 5e-05`, which YAML 1.1
+# YAML 1.2, as DVC writes params.yaml: `dvc exp run -S nyu.optim.lr=0.00005` writes `lr: 5e-05`, which YAML 1.1
 # (PyYAML) reads as a string; 1.2 reads it, and a hand-written `1e-3`, as a number (treeverse/dvc#8466).
 # A bare on/off is the string it looks like. The safe loader builds plain values only, and rejects
 # duplicate keys (a second `seeds:` would otherwise win silently).

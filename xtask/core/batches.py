@@ -9,9 +9,10 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from xtask.common.config import DataConfig
 from xtask.common.prepared import STORED_IGNORE
 from xtask.core.distributed import World
-from xtask.core.protocol import Protocol, protocol_of
+from xtask.core.protocol import Protocol
 from xtask.core.transforms import Draw, draw_augmentations, hflip, to_model_input, zoom
 
 
@@ -113,14 +114,13 @@ def normalised_input(fmt: str, protocol: Protocol) -> bool:
     return fmt != "nyu" or protocol.normalise_nyu_input
 
 
-def batch_spec(cfg) -> BatchSpec:
-    protocol = protocol_of(cfg)
-    if cfg.format == "cityscapes":
-        return BatchSpec(cfg.ignore_index, normalise_input=True, flip_first=True,
+def batch_spec(data: DataConfig, protocol: Protocol) -> BatchSpec:
+    if data.format == "cityscapes":
+        return BatchSpec(data.ignore_index, normalise_input=True, flip_first=True,
                          rescale_depth="multiply" if protocol.rescale_inverse_depth else "none", seg_mask=True,
                          depth_mask="valid" if protocol.aligned_masks else "measured",
                          masks_after_crop=protocol.aligned_masks)
-    return BatchSpec(cfg.ignore_index, normalise_input=normalised_input(cfg.format, protocol), flip_first=False,
+    return BatchSpec(data.ignore_index, normalise_input=normalised_input(data.format, protocol), flip_first=False,
                      rescale_depth="divide", seg_mask=False,
                      depth_mask="valid" if protocol.mask_missing_depth else "all", masks_after_crop=True)
 

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Optional
 
 import torch
 
-from xtask.common.config import DatasetConfig
+from xtask.common.config import ProtocolConfig, RuntimeConfig
 from xtask.common.errors import XTaskError
 from xtask.runtime import gpu_slots
 
@@ -69,7 +69,7 @@ def require_device(requested: str, key: str = "device") -> None:
     if requested == "cuda" and not torch.cuda.is_available():
         name = key.removeprefix("params.yaml: ")
         fix = (f"set {name}: cpu (dvc exp run -S {name}=cpu) or pass --device cpu" if key.startswith("params.yaml: ")
-               else "pass --device cpu (or set the dataset's device: cpu in params.yaml)")
+               else "pass --device cpu (or set the dataset's runtime.device: cpu in params.yaml)")
         raise XTaskError(f"{key}: cuda, but no CUDA device is usable here (torch {torch.__version__}, built for "
                          f"CUDA {torch.version.cuda or 'none'}: no GPU visible, or a driver too old for that CUDA); "
                          f"to run on the CPU on purpose, {fix}")
@@ -125,17 +125,17 @@ def set_fp32_precision(tf32: bool) -> None:
     torch.backends.cudnn.conv.fp32_precision = precision
 
 
-def resolve(cfg: DatasetConfig, device_override: Optional[str] = None, *, amp_override: Optional[str] = None
-            ) -> Hardware:
-    device = select_device(device_override or cfg.device)
+def resolve(runtime: RuntimeConfig, precision: ProtocolConfig, device_override: Optional[str] = None, *,
+            amp_override: Optional[str] = None) -> Hardware:
+    """The hardware a run uses: ``runtime``'s device and speed switches, ``precision``'s amp and tf32 (the
+    protocol section's), each maybe overridden."""
+    device = select_device(device_override or runtime.device)
     cuda = device.type == "cuda"
-    amp = amp_override or cfg.amp
+    amp = amp_override or precision.amp
     if amp == "auto":
         amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "off"
-    if amp == "fp16" and cfg.gradnorm:
-        raise XTaskError(f"params.yaml: {cfg.name}.amp: fp16 loss scaling is not supported with gradnorm")
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
-    if cfg.deterministic:
+    channels_last = runtime.channels_last == "on" or (runtime.channels_last == "auto" and cuda)
+    if runtime.deterministic:
         # bitwise-repeatable GPU runs, at some cost in speed (CPU runs are repeatable anyway)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -143,5 +143,5 @@ def resolve(cfg: DatasetConfig, device_override: Optional[str] = None, *, amp_ov
         torch.backends.cudnn.deterministic = True
     elif cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-    set_fp32_precision(cfg.tf32)
-    return Hardware(device, DTYPES.get(amp), channels_last, cfg.compile)
+    set_fp32_precision(precision.tf32)
+    return Hardware(device, DTYPES.get(amp), channels_last, runtime.compile)

@@ -78,8 +78,13 @@ def get_protocol(name: str, corrections: Iterable[str] = ()) -> Protocol:
     return dataclasses.replace(PROTOCOLS[name], **{c: True for c in corrections})
 
 
-def protocol_of(cfg: Any) -> Protocol:
-    """A dataset config's protocol (``protocol`` and ``corrections``), or a saved config's (a mapping)."""
-    if isinstance(cfg, Mapping):
-        return get_protocol(cfg.get("protocol", "original"), cfg.get("corrections", ()))
-    return get_protocol(cfg.protocol, cfg.corrections)
+def protocol_of(section: Any) -> Protocol:
+    """The protocol of a ``protocol`` params section (``name``, ``corrections``), or of a checkpoint's saved
+    config (a mapping: its ``protocol`` section, or the flat ``protocol``/``corrections`` keys of checkpoints
+    from before the sections)."""
+    if isinstance(section, Mapping):
+        saved = section.get("protocol", "original")
+        if isinstance(saved, Mapping):
+            return get_protocol(saved.get("name", "original"), saved.get("corrections", ()))
+        return get_protocol(saved, section.get("corrections", ()))
+    return get_protocol(section.name, section.corrections)

@@ -18,24 +18,23 @@ records its protocol) is wrapped in ``InputConvention``, which converts the inpu
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional
 
 import torch
 
-from xtask.core import checkpoint
-from xtask.common.config import DatasetConfig
-from xtask.core.model import build_model
+from xtask.common.config import DatasetConfig, ModelConfig
 from xtask.common.errors import XTaskError
 from xtask.common.methods import METHODS, Method
+from xtask.core import checkpoint
 from xtask.core.batches import normalised_input
+from xtask.core.model import XTaskNet, XTaskOutput, convert_original_state_dict
+from xtask.core.model import build_model
 from xtask.core.protocol import protocol_of
 from xtask.core.transforms import IMAGENET_MEAN, IMAGENET_STD
-from xtask.core.model import XTaskNet, XTaskOutput, convert_original_state_dict
 
-# The settings that change the network's shape: a checkpoint must agree on all of them.
-ARCHITECTURE = ("enc_layers", "num_classes", "batch_norm", "wider_ttnet", "decoder_width", "ttnet_width")
 ORIGINAL_PREFIXES = ("pretrained_encoder.", "decoder_segmt.", "decoder_depth.", "trans_s2d.", "trans_d2s.")
 ORIGINAL_WRAPPERS = ("state_dict", "model_state_dict", "model")
 # torchvision ResNets: blocks per stage, and whether they are bottlenecks (conv3)
@@ -110,27 +109,46 @@ def original_architecture(state: Mapping[str, torch.Tensor], path: Path) -> dict
             "ttnet_channels": int(ttnet.shape[0])}
 
 
+def _architecture(cfg: DatasetConfig) -> dict[str, Any]:
+    """What shapes the network, by params key: the ``model`` section and ``data.num_classes``."""
+    return {**{f"model.{k}": v for k, v in dataclasses.asdict(cfg.model).items()},
+            "data.num_classes": cfg.data.num_classes}
+
+
 def check_original_architecture(arch: dict[str, Any], cfg: DatasetConfig, path: Path) -> None:
     """Refuse, in one line naming the params key, an original checkpoint of another architecture."""
-    for key in ("enc_layers", "num_classes", "decoder_width", "batch_norm"):
-        if arch[key] != getattr(cfg, key):
-            raise XTaskError(f"{path}: an original xtask_mt checkpoint with {key} = {arch[key]!r}, but params say "
-                             f"{cfg.name}.{key} = {getattr(cfg, key)!r}; set it to {arch[key]!r} to use this file")
+    ours = _architecture(cfg)
+    for key in ("model.enc_layers", "data.num_classes", "model.decoder_width", "model.batch_norm"):
+        found = arch[key.split(".")[1]]
+        if found != ours[key]:
+            raise XTaskError(f"{path}: an original xtask_mt checkpoint with {key} = {found!r}, but params say "
+                             f"{cfg.name}.{key} = {ours[key]!r}; set it to {found!r} to use this file")
     # The original's TTNets are 64 channels wide, 128 with its --wider_ttnet; ours are ttnet_width,
     # doubled by wider_ttnet: only the product is in the file.
-    ours = cfg.ttnet_width * (2 if cfg.wider_ttnet else 1)
-    if arch["ttnet_channels"] != ours:
+    width = cfg.model.ttnet_width * (2 if cfg.model.wider_ttnet else 1)
+    if arch["ttnet_channels"] != width:
         raise XTaskError(f"{path}: an original xtask_mt checkpoint with TaskTransferNets {arch['ttnet_channels']} "
-                         f"channels wide, but params say {cfg.name}.ttnet_width = {cfg.ttnet_width} with "
-                         f"{cfg.name}.wider_ttnet = {cfg.wider_ttnet} ({ours} channels); the original's are 64, "
-                         "or 128 with wider_ttnet")
+                         f"channels wide, but params say {cfg.name}.model.ttnet_width = {cfg.model.ttnet_width} with "
+                         f"{cfg.name}.model.wider_ttnet = {cfg.model.wider_ttnet} ({width} channels); the original's "
+                         "are 64, or 128 with wider_ttnet")
 
 
-def check_config(saved: dict[str, Any], cfg: DatasetConfig, path: Path) -> None:
-    for key in ARCHITECTURE:
-        if saved.get(key) != getattr(cfg, key):
-            raise XTaskError(f"{path}: trained with {key} = {saved.get(key)!r}, but params say "
-                             f"{cfg.name}.{key} = {getattr(cfg, key)!r}; retrain (dvc repro)")
+def _saved_architecture(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's architecture by params key: from its sections, or from the flat keys of checkpoints
+    written before the params had sections."""
+    if isinstance(saved.get("model"), Mapping):
+        data = saved.get("data") if isinstance(saved.get("data"), Mapping) else {}
+        return {**{f"model.{k}": v for k, v in saved["model"].items()}, "data.num_classes": data.get("num_classes")}
+    return {**{f"model.{f.name}": saved.get(f.name) for f in dataclasses.fields(ModelConfig)},
+            "data.num_classes": saved.get("num_classes")}
+
+
+def check_config(saved: Mapping[str, Any], cfg: DatasetConfig, path: Path) -> None:
+    trained = _saved_architecture(saved)
+    for key, value in _architecture(cfg).items():
+        if trained.get(key) != value:
+            raise XTaskError(f"{path}: trained with {key} = {trained.get(key)!r}, but params say "
+                             f"{cfg.name}.{key} = {value!r}; retrain (dvc repro)")
 
 
 def load_weights(path: str | Path, cfg: DatasetConfig) -> Weights:
@@ -208,10 +226,10 @@ def trained_model(cfg: DatasetConfig, path: str | Path, method: Optional[Method]
     weights = load_weights(path, cfg)
     if method is not None and weights.method != method.name:
         raise XTaskError(f"{path}: a {weights.method} checkpoint, but {method.name} was asked to be evaluated")
-    model = build_model(cfg, METHODS[weights.method], pretrained=False)
+    model = build_model(cfg.model, cfg.data.num_classes, METHODS[weights.method])
     check_fits(model, weights.state_dict, Path(path))
     model.load_state_dict(weights.state_dict)
-    fed = normalised_input(cfg.format, protocol_of(cfg))
-    if trained_on_normalised_input(weights, cfg.format) != fed:
+    fed = normalised_input(cfg.data.format, protocol_of(cfg.protocol))
+    if trained_on_normalised_input(weights, cfg.data.format) != fed:
         return InputConvention(model, normalise=not fed).eval(), weights
     return model.eval(), weights

@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from xtask.common.errors import XTaskError
 from xtask.common.labels import valid_label_ids
 from xtask.data.resize import resize_nearest
-from xtask.common.errors import XTaskError
 
 IMAGE_DIR, IMAGE_SUFFIX = "leftImg8bit", "_leftImg8bit.png"
 LABEL_DIR, LABEL_SUFFIX = "gtFine", "_gtFine_labelIds.png"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xtask.common.errors import XTaskError
 from xtask.common.labels import NYU_CLASS_NAMES, NYU_IGNORE_INDEX
 from xtask.data.resize import resize_nearest
-from xtask.common.errors import XTaskError
 
 KINDS = ("image", "label", "depth")
 IMAGE_EXPECTED = "a float array (H,W,3) in [0,1]"

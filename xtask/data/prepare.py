@@ -9,11 +9,11 @@ from typing import Any, Callable
 import numpy as np
 from tqdm import tqdm
 
-from xtask.data import cityscapes, nyu
-from xtask.common.labels import IGNORE_INDEX, NYU_CLASS_NAMES, cityscapes_lut
-from xtask.common.prepared import DEPTH_KINDS, IMAGE_DTYPES, SPLITS, create_arrays, to_stored
 from xtask.common.errors import XTaskError
 from xtask.common.io import atomic_path
+from xtask.common.labels import IGNORE_INDEX, NYU_CLASS_NAMES, cityscapes_lut
+from xtask.common.prepared import DEPTH_KINDS, IMAGE_DTYPES, SPLITS, create_arrays, to_stored
+from xtask.data import cityscapes, nyu
 
 FULL_SIZES = {"cityscapes": {"train": 2975, "val": 500}, "nyu": {"train": 795, "val": 654}}
 

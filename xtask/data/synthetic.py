@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from xtask.data.cityscapes import DISP_DIR, DISP_SUFFIX, IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX
 from xtask.common.errors import XTaskError
 from xtask.common.io import atomic_path
+from xtask.data.cityscapes import DISP_DIR, DISP_SUFFIX, IMAGE_DIR, IMAGE_SUFFIX, LABEL_DIR, LABEL_SUFFIX
 
 # Cityscapes labelIds used here.
 UNLABELED, EGO, STATIC = 0, 1, 4

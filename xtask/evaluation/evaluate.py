@@ -14,17 +14,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtask.core.batches import BatchSpec, batch_spec, iterate, make_loader, to_batch
-from xtask.core.protocol import protocol_of
 from xtask.common.config import DatasetConfig
-from xtask.common.labels import class_names
-from xtask.common.prepared import PreparedSplit
 from xtask.common.io import atomic_path
-from xtask.core.hardware import Hardware, resolve
+from xtask.common.labels import class_names
 from xtask.common.methods import METHODS, Method
 from xtask.common.metrics import PaperMetrics, ShuffledBatchDepth, StandardMetrics
+from xtask.common.prepared import PreparedSplit
+from xtask.core.batches import BatchSpec, batch_spec, iterate, make_loader, to_batch
+from xtask.core.hardware import resolve
+from xtask.core.predictor import Predictor
+from xtask.core.protocol import protocol_of
 from xtask.evaluation.identity import identity
-from xtask.core.weights import trained_model
 
 PERCENT = ("miou", "pix_acc")
 FIGURE_IMAGES = 4
@@ -48,14 +48,12 @@ def _depth(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
     return None if t is None else _numpy(t[:, 0])
 
 
-def examples(run_model: torch.nn.Module, hw: Hardware, split: PreparedSplit, k: int, spec: BatchSpec
-             ) -> dict[str, Optional[np.ndarray]]:
+def examples(predictor: Predictor, split: PreparedSplit, k: int, spec: BatchSpec) -> dict[str, Optional[np.ndarray]]:
     """The first ``k`` images of ``split``, their targets and every prediction (TTNets included), by the
     names of ``xtask.reporting.figures.Examples``; None where the model does not predict a map."""
     raw = split.read(list(range(min(k, len(split)))))
-    batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), hw.device, spec)
-    with torch.no_grad(), hw.autocast():
-        out = run_model(hw.input(batch.image), with_transfer=True)
+    batch = to_batch((*(torch.from_numpy(a) for a in raw), (0, len(raw[0]))), predictor.hw.device, spec)
+    out = predictor(batch.image, with_transfer=True)
     image = raw[0] if raw[0].dtype == np.uint8 else np.round(np.clip(raw[0], 0, 1) * 255).astype(np.uint8)
     return dict(image=image, seg_target=batch.seg.cpu().numpy(), seg=_labels(out.seg),
                 seg_transferred=_labels(out.seg_transferred), depth_target=_depth(batch.depth),
@@ -72,34 +70,30 @@ def write_examples(path: str | Path, maps: dict[str, Optional[np.ndarray]], *, d
 
 
 def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_override: Optional[str] = None,
-             amp_override: Optional[str] = None, progress: bool = True,
-             examples_path: Optional[Path] = None, figure_images: int = FIGURE_IMAGES,
-             method: Method = METHODS["xtask"]) -> dict[str, Any]:
+             progress: bool = True, examples_path: Optional[Path] = None, method: Method = METHODS["xtask"]
+             ) -> dict[str, Any]:
     """Scores the validation split of the prepared data in ``data_dir``; with ``examples_path``, also
-    saves the predictions on its first ``figure_images`` images there (``write_examples``).
+    saves the predictions on its first ``FIGURE_IMAGES`` images there (``write_examples``).
     A single-task method gets its own task's scores only.
 
     ``seed`` and ``best_epoch`` are -1 for an original checkpoint, which does not record them.
     """
-    hw = resolve(cfg, device_override, amp_override=amp_override)
-    device = hw.device
-    model, weights = trained_model(cfg, ckpt_path, method)
-    run_model = hw.model(model).eval()
+    hw = resolve(cfg.runtime, cfg.protocol, device_override)
+    predictor = Predictor.from_checkpoint(cfg, ckpt_path, hw, method)
+    weights, data, protocol = predictor.weights, cfg.data, protocol_of(cfg.protocol)
     val = PreparedSplit(data_dir, "val")
     meta = val.meta
-    loader = make_loader(val, cfg.batch_size, shuffle=False, workers=cfg.workers)
+    loader = make_loader(val, cfg.optim.batch_size, shuffle=False, workers=cfg.runtime.workers)
     families = (PaperMetrics, StandardMetrics)
-    paper, standard = (f(cfg.num_classes, cfg.ignore_index) for f in families)
-    base_paper, base_std = (f(cfg.num_classes, cfg.ignore_index) for f in families)
+    paper, standard = (f(data.num_classes, data.ignore_index) for f in families)
+    base_paper, base_std = (f(data.num_classes, data.ignore_index) for f in families)
     shuffled = ShuffledBatchDepth()
     mean_depth = float(meta["train_depth_mean"])
-    spec = batch_spec(cfg)
+    spec = batch_spec(data, protocol)
     with torch.no_grad():
-        for batch in tqdm(iterate(loader, device, spec), total=len(loader), desc=f"evaluate {cfg.name}",
+        for batch in tqdm(iterate(loader, hw.device, spec), total=len(loader), desc=f"evaluate {cfg.name}",
                           disable=None if progress else True, file=sys.stderr):
-            # direct predictions only: the tables score the decoders, not the TTNets
-            with hw.autocast():
-                out = run_model(hw.input(batch.image), with_transfer=False)
+            out = predictor(batch.image)  # direct predictions only: the tables score the decoders, not the TTNets
             paper.update(out.seg, out.depth, batch.seg, batch.depth)
             standard.update(out.seg, out.depth, batch.seg, batch.depth)
             if out.depth is not None:
@@ -108,7 +102,7 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
                 base_paper.update(None, constant, batch.seg, batch.depth)
                 base_std.update(None, constant, batch.seg, batch.depth)
     if examples_path is not None:
-        write_examples(examples_path, examples(run_model, hw, val, figure_images, spec),
+        write_examples(examples_path, examples(predictor, val, FIGURE_IMAGES, spec),
                        depth_kind=meta["depth_kind"],
                        title=f"{cfg.name} {method.name}: {Path(ckpt_path).name} "
                              f"({'the original xtask_mt' if weights.source == 'original' else 'this project'}'s "
@@ -117,17 +111,17 @@ def evaluate(cfg: DatasetConfig, ckpt_path: Path, data_dir: Path, *, device_over
     result = {
         "dataset": cfg.name, "method": method.name, "seed": -1 if weights.seed is None else weights.seed,
         "best_epoch": -1 if weights.epoch is None else weights.epoch, "val_images": len(val),
-        "depth_unit": meta["depth_kind"], "amp": hw.amp, "protocol": protocol_of(cfg).name,
+        "depth_unit": meta["depth_kind"], "amp": hw.amp, "protocol": protocol.name,
         **identity(weights, cfg),  # config_id, config: which seeds the report may average
         "paper": _percent(paper.compute()),
         "standard": _percent(std),
     }
     if "seg" in method.tasks:
-        result["standard_iou_per_class"] = dict(zip(class_names(cfg.format, cfg.num_classes),
+        result["standard_iou_per_class"] = dict(zip(class_names(data.format, data.num_classes),
                                                     (100 * v for v in std["iou_per_class"])))
     if "depth" in method.tasks:
         # the original's shuffled validation loader: its batch-pooled depth errors over random batchings
-        result["paper_depth_shuffled_batches"] = shuffled.spread(cfg.batch_size, SHUFFLE_DRAWS)
+        result["paper_depth_shuffled_batches"] = shuffled.spread(cfg.optim.batch_size, SHUFFLE_DRAWS)
         bp, bs = base_paper.compute(), base_std.compute()
         result["baseline_mean_depth"] = {"train_depth_mean": mean_depth, "paper_abs_err": bp["abs_err"],
                                          "paper_rel_err": bp["rel_err"], "standard_abs_err": bs["abs_err"],

@@ -2,7 +2,7 @@
 
 ``config`` is what decided the model, seed aside (``xtask.training.resume.run_config``, carried by best.pt:
 the train stage's params, the method, the prepared data's digest, the training code's hash), plus the
-evaluation code's hash and any evaluate-stage key whose value differs from the training one. ``config_id``
+evaluation code's hash and any section of the params whose values differ from the training ones. ``config_id``
 is its hash: seeds with one id are runs of one experiment; the report never averages across ids.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from xtask.common.config import DatasetConfig
-from xtask.core.weights import Weights
+from xtask.common.config import TRAINED, DatasetConfig
 from xtask.common.digest import code_hash, config_hash
+from xtask.core.weights import Weights
 
 # The evaluate stage's code deps in dvc.yaml (tests/test_dependencies.py holds the two together).
 EVALUATE_CODE = ("pipeline/evaluate.py", "xtask/common", "xtask/core", "xtask/evaluation")
@@ -24,7 +24,7 @@ def identity(weights: Weights, cfg: DatasetConfig) -> dict[str, Any]:
     if weights.run_config is None:
         return {}
     config = {**weights.run_config, "evaluation_code": code_hash(EVALUATE_CODE)}
-    for key, value in cfg.stage_values("evaluate").items():
-        if json.dumps(config.get(key), default=str) != json.dumps(value, default=str):
-            config[f"evaluate.{key}"] = value  # scored under another value than it was trained with
+    for name, value in cfg.sections(TRAINED).items():
+        if json.dumps(config.get(name), default=str) != json.dumps(value, default=str):
+            config[f"evaluate.{name}"] = value  # scored under other params than it was trained with
     return {"config_id": config_hash(config), "config": config}

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from xtask.common.config import DatasetConfig
-from xtask.core.model import build_model
 from xtask.core.hardware import Hardware
-from xtask.core.weights import trained_model
+from xtask.core.predictor import Predictor
 
 MODES = {"direct": False, "full": True}  # name -> with_transfer
 
@@ -29,19 +28,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def latencies_ms(run_model: torch.nn.Module, hw: Hardware, x: torch.Tensor, *, with_transfer: bool,
-                 warmup: int, iters: int) -> list[float]:
+def latencies_ms(predictor: Predictor, x: torch.Tensor, *, with_transfer: bool, warmup: int, iters: int
+                 ) -> list[float]:
     """Milliseconds of each of ``iters`` forward passes, after ``warmup`` untimed ones."""
     times = []
-    with torch.no_grad(), hw.autocast():
-        for _ in range(warmup):
-            run_model(x, with_transfer=with_transfer)
-        _sync(hw.device)
-        for _ in range(iters):
-            start = time.perf_counter()
-            run_model(x, with_transfer=with_transfer)
-            _sync(hw.device)
-            times.append((time.perf_counter() - start) * 1000.0)
+    for _ in range(warmup):
+        predictor(x, with_transfer=with_transfer)
+    _sync(predictor.hw.device)
+    for _ in range(iters):
+        start = time.perf_counter()
+        predictor(x, with_transfer=with_transfer)
+        _sync(predictor.hw.device)
+        times.append((time.perf_counter() - start) * 1000.0)
     return times
 
 
@@ -62,24 +60,23 @@ def inference_time(cfg: DatasetConfig, hw: Hardware, ckpt_path: Optional[Path], 
                    ) -> dict[str, Any]:
     """Both modes' figures; ``ckpt_path`` None times a randomly initialised model of the same architecture."""
     if ckpt_path is not None:
-        model, weights = trained_model(cfg, ckpt_path)
-        source = f"checkpoint ({weights.source} format)"
+        predictor = Predictor.from_checkpoint(cfg, ckpt_path, hw)
+        source = f"checkpoint ({predictor.weights.source} format)"
     else:
-        model = build_model(cfg, pretrained=False).eval()
+        predictor = Predictor.random(cfg, hw)
         source = ("random: no checkpoint; a randomly initialised model of the same architecture "
                   "(time does not depend on the weights)")
-    run_model = hw.model(model).eval()
-    image = torch.randn(1, 3, cfg.height, cfg.width, generator=torch.Generator().manual_seed(0))
-    x = hw.input(image.to(hw.device))
+    height, width = cfg.data.height, cfg.data.width
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(hw.device)
     result: dict[str, Any] = {
         "dataset": cfg.name, "method": "xtask", "checkpoint": None if ckpt_path is None else str(ckpt_path),
         "weights": source, "random_weights": ckpt_path is None,
-        "batch_size": 1, "height": cfg.height, "width": cfg.width,
+        "batch_size": 1, "height": height, "width": width,
         "device": hw.device.type, "device_name": device_name(hw.device), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "amp": hw.amp, "channels_last": hw.channels_last, "compile": hw.compile,
         "warmup": warmup, "iters": iters,
     }
     for name, with_transfer in MODES.items():
-        times = latencies_ms(run_model, hw, x, with_transfer=with_transfer, warmup=warmup, iters=iters)
+        times = latencies_ms(predictor, x, with_transfer=with_transfer, warmup=warmup, iters=iters)
         result[name] = summarise(times)
     return result

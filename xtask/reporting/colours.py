@@ -15,8 +15,8 @@ import matplotlib
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
-from xtask.common.labels import NYU_CLASS_NAMES, class_names
 from xtask.common.errors import XTaskError
+from xtask.common.labels import NYU_CLASS_NAMES, class_names
 
 # Fixed (not drawn from a matplotlib map) so that the colours never move with a library version.
 NYU_PALETTE = (

@@ -15,9 +15,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xtask.reporting.colours import colourise_depth, colourise_seg, depth_range
 from xtask.common.errors import XTaskError
 from xtask.common.io import atomic_path
+from xtask.reporting.colours import colourise_depth, colourise_seg, depth_range
 
 
 class Examples(NamedTuple):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from xtask.common.config import SlurmConfig
 from xtask.common.errors import XTaskError
+from xtask.runtime.command import run_command
 
 # the signal sbatch sends the batch script stop_before_limit_s before the time limit; preemption and
 # scancel send SIGTERM, so the task can tell "requeue me" (USR1) from "stop" (TERM)
@@ -92,8 +92,4 @@ def call(argv: Sequence[str], env: Mapping[str, str]) -> str:
     """Run a SLURM command; its stdout, or one line naming it and its error."""
     if shutil.which(argv[0], path=env.get("PATH")) is None:
         raise XTaskError(f"{argv[0]}: not found on PATH; run this on a SLURM login node (docs/slurm.md)")
-    r = subprocess.run(list(argv), env=dict(env), capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or [f"exit status {r.returncode}"]
-        raise XTaskError(f"{shlex.join(argv[:2])} ...: {last[0]}")
-    return r.stdout
+    return run_command(argv, f"{shlex.join(argv[:2])} ...", env=env, timeout=120)

@@ -1,10 +1,11 @@
 """Throughput figures of the pieces that bound a reproduction's wall time.
 
-Every figure runs the same code as training and evaluation (``train_step``, ``evaluate``'s forward,
+Every figure runs the same code as training and evaluation (``TrainingRun.train_step``, the ``Predictor``,
 the batch loader, ``PaperMetrics``) at a dataset's paper shapes, on random data.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -16,32 +17,29 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from xtask.core.batches import Batch, batch_spec, iterate, make_loader
-from xtask.common.config import DatasetConfig
+from xtask.common.cli import run
+from xtask.common.config import DataConfig, DatasetConfig, load_params, replace
 from xtask.common.methods import METHODS
+from xtask.common.metrics import PaperMetrics, StandardMetrics
 from xtask.common.prepared import DEPTH_KINDS, IMAGE_DTYPES, PreparedSplit, create_arrays
+from xtask.core.batches import Batch, batch_spec, iterate, make_loader
+from xtask.core.hardware import Hardware, resolve
+from xtask.core.predictor import Predictor
+from xtask.core.protocol import protocol_of
 from xtask.data.prepare import RawSplit
 from xtask.data.synthetic import generate
-from xtask.core.model import build_model
-from xtask.core.hardware import Hardware
-from xtask.common.metrics import PaperMetrics, StandardMetrics
-from xtask.training.train import make_optimisation, train_step
-import argparse
-import dataclasses
-from xtask.common.config import load_params
-from xtask.core.hardware import resolve
-from xtask.common.cli import run
+from xtask.training.run import TrainingRun
 
 
-def random_batch(cfg: DatasetConfig, n: int, device: torch.device, seed: int = 0) -> Batch:
+def random_batch(data: DataConfig, n: int, device: torch.device, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    h, w = cfg.height, cfg.width
+    h, w = data.height, data.width
     image = torch.randn(n, 3, h, w, generator=g)
-    seg = torch.randint(0, cfg.num_classes, (n, h, w), generator=g)
-    seg[:, : h // 8] = cfg.ignore_index  # some ignored pixels, as in real labels
+    seg = torch.randint(0, data.num_classes, (n, h, w), generator=g)
+    seg[:, : h // 8] = data.ignore_index  # some ignored pixels, as in real labels
     depth = torch.rand(n, 1, h, w, generator=g) * 0.3
     depth[:, :, : h // 4] = 0  # and some invalid depth
-    seg_mask = (seg != cfg.ignore_index).unsqueeze(1) if cfg.format == "cityscapes" else None
+    seg_mask = (seg != data.ignore_index).unsqueeze(1) if data.format == "cityscapes" else None
     batch = Batch(image, seg, depth, depth > 0, seg_mask)
     return Batch(*(t.to(device) if t is not None else None for t in batch))
 
@@ -69,21 +67,21 @@ def _flops(fn: Callable[[], Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def _write_prepared(root: Path, cfg: DatasetConfig, n: int) -> None:
+def _write_prepared(root: Path, data: DataConfig, n: int) -> None:
     """A prepared split of random content at the dataset's shapes (what the prepare stage writes)."""
     rng = np.random.default_rng(0)
     d = root / "val"
     d.mkdir(parents=True)
-    h, w = cfg.height, cfg.width
-    image, label, depth = create_arrays(d, n, h, w, IMAGE_DTYPES[cfg.format])
+    h, w = data.height, data.width
+    image, label, depth = create_arrays(d, n, h, w, IMAGE_DTYPES[data.format])
     image[:] = rng.integers(0, 256, image.shape) if image.dtype == np.uint8 else rng.random(image.shape)
-    label[:] = rng.integers(0, cfg.num_classes, label.shape)
+    label[:] = rng.integers(0, data.num_classes, label.shape)
     depth[:] = rng.random(depth.shape, dtype=np.float32)
     for arr in (image, label, depth):
         arr.flush()
     (d / "stems.json").write_text(json.dumps([str(i) for i in range(n)]))
-    meta = {"kind": cfg.format, "num_classes": cfg.num_classes, "ignore_index": cfg.ignore_index,
-            "depth_kind": DEPTH_KINDS[cfg.format], "image_dtype": IMAGE_DTYPES[cfg.format], "height": h, "width": w,
+    meta = {"kind": data.format, "num_classes": data.num_classes, "ignore_index": data.ignore_index,
+            "depth_kind": DEPTH_KINDS[data.format], "image_dtype": IMAGE_DTYPES[data.format], "height": h, "width": w,
             "counts": {"train": 0, "val": n}, "train_depth_mean": 0.1}
     (root / "meta.json").write_text(json.dumps(meta))
 
@@ -91,15 +89,15 @@ def _write_prepared(root: Path, cfg: DatasetConfig, n: int) -> None:
 def loader_rate(cfg: DatasetConfig, *, batches: int = 8) -> float:
     """Samples per second that one CPU core feeds: batch reads from the prepared arrays, then
     normalisation and augmentation (RandomScaleCrop, flip), all in one thread."""
-    n = cfg.batch_size * batches
+    n = cfg.optim.batch_size * batches
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            _write_prepared(Path(tmp), cfg, n)
+            _write_prepared(Path(tmp), cfg.data, n)
             split = PreparedSplit(Path(tmp), "val")
-            loader = make_loader(split, cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
-            spec = batch_spec(cfg)
+            loader = make_loader(split, cfg.optim.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+            spec = batch_spec(cfg.data, protocol_of(cfg.protocol))
             for _ in iterate(loader, torch.device("cpu"), spec, torch.Generator().manual_seed(0)):  # warm the cache
                 pass
             start = time.perf_counter()
@@ -110,7 +108,7 @@ def loader_rate(cfg: DatasetConfig, *, batches: int = 8) -> float:
         torch.set_num_threads(threads)
 
 
-def raw_decode_rate(cfg: DatasetConfig, *, samples: int = 4, height: int = 1024, width: int = 2048) -> float:
+def raw_decode_rate(data: DataConfig, *, samples: int = 4, height: int = 1024, width: int = 2048) -> float:
     """Samples per second of the original's path: decode a full-size Cityscapes PNG triple and resize.
 
     The triples are synthetic scenes at Cityscapes' 2048x1024 (they compress like simple drawings, so
@@ -118,8 +116,8 @@ def raw_decode_rate(cfg: DatasetConfig, *, samples: int = 4, height: int = 1024,
     """
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp) / "raw", seed=0, n_train=1, n_val=samples, height=height, width=width)
-        split = RawSplit("cityscapes", Path(tmp) / "raw", "val", num_classes=cfg.num_classes, height=cfg.height,
-                         width=cfg.width)
+        split = RawSplit("cityscapes", Path(tmp) / "raw", "val", num_classes=data.num_classes, height=data.height,
+                         width=data.width)
         split.read([0])  # warm the page cache and OpenCV
         start = time.perf_counter()
         for i in range(samples):
@@ -129,66 +127,59 @@ def raw_decode_rate(cfg: DatasetConfig, *, samples: int = 4, height: int = 1024,
 
 @dataclass(frozen=True)
 class Rig:
-    """XTask at a dataset's shapes, ready to time: the model, what to call (maybe compiled), its balancing,
-    Adam, loss scaler and one random batch."""
-    model: torch.nn.Module
-    run_model: torch.nn.Module
-    balancer: Any
-    optimizer: torch.optim.Optimizer
-    scaler: Any
+    """XTask at a dataset's shapes, ready to time: its training run (from a random init) and one random batch."""
+    run: TrainingRun
     batch: Batch
 
 
 def rig(cfg: DatasetConfig, hw: Hardware) -> Rig:
     torch.manual_seed(0)
-    model = build_model(cfg, pretrained=False)
-    run_model = hw.model(model)
-    balancer, optimizer, scaler = make_optimisation(cfg, METHODS["xtask"], model, hw)
-    return Rig(model, run_model, balancer, optimizer, scaler, random_batch(cfg, cfg.batch_size, hw.device))
+    run = TrainingRun(cfg, METHODS["xtask"], hw, pretrained=False)
+    return Rig(run, random_batch(cfg.data, cfg.optim.batch_size, hw.device))
 
 
-def train_rate(r: Rig, cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> float:
-    """Images per second of the full training step (``train_step``)."""
-    r.model.train()
-    return rate(lambda: train_step(r.run_model, r.balancer, cfg, hw, r.batch, r.optimizer, r.scaler),
-                cfg.batch_size, steps, warmup, hw.device)
+def train_rate(r: Rig, *, steps: int, warmup: int) -> float:
+    """Images per second of the full training step (``TrainingRun.train_step``)."""
+    r.run.train_model.train()
+    return rate(lambda: r.run.train_step(r.batch), r.run.cfg.optim.batch_size, steps, warmup, r.run.hw.device)
 
 
-def eval_rate(r: Rig, cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> float:
-    """Images per second of evaluation: the direct-only forward and the paper and standard metric updates."""
-    r.run_model.eval()
-    metrics = (PaperMetrics(cfg.num_classes, cfg.ignore_index), StandardMetrics(cfg.num_classes, cfg.ignore_index))
+def eval_rate(r: Rig, *, steps: int, warmup: int) -> float:
+    """Images per second of evaluation: the direct-only forward (``Predictor``) and the paper and standard
+    metric updates."""
+    data, hw = r.run.cfg.data, r.run.hw
+    predictor = Predictor(r.run.model, hw)
+    metrics = (PaperMetrics(data.num_classes, data.ignore_index), StandardMetrics(data.num_classes, data.ignore_index))
 
     def eval_step():
-        with torch.no_grad(), hw.autocast():
-            out = r.run_model(hw.input(r.batch.image), with_transfer=False)
+        out = predictor(r.batch.image)
         for m in metrics:
             m.update(out.seg, out.depth, r.batch.seg, r.batch.depth)
 
-    return rate(eval_step, cfg.batch_size, steps, warmup, hw.device)
+    return rate(eval_step, r.run.cfg.optim.batch_size, steps, warmup, hw.device)
 
 
 def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[str, Any]:
-    bs = cfg.batch_size
+    bs, data = cfg.optim.batch_size, cfg.data
     r = rig(cfg, hw)
-    model, batch = r.model, r.batch
+    model, batch = r.run.model, r.batch
 
     one = Batch(*(t[:1] if t is not None else None for t in batch))
     model.eval()
     with torch.no_grad():
         fwd_flops = _flops(lambda: model(hw.input(one.image)))
     model.train()
-    step_flops = _flops(lambda: train_step(r.run_model, r.balancer, cfg, hw, one, r.optimizer, r.scaler))
+    step_flops = _flops(lambda: r.run.train_step(one))
 
-    train = train_rate(r, cfg, hw, steps=steps, warmup=warmup)
-    evaluation = eval_rate(r, cfg, hw, steps=steps, warmup=warmup)
+    train = train_rate(r, steps=steps, warmup=warmup)
+    evaluation = eval_rate(r, steps=steps, warmup=warmup)
 
-    logits = torch.randn(bs, cfg.num_classes, cfg.height, cfg.width, device=hw.device)
-    paper = PaperMetrics(cfg.num_classes, cfg.ignore_index)
+    logits = torch.randn(bs, data.num_classes, data.height, data.width, device=hw.device)
+    paper = PaperMetrics(data.num_classes, data.ignore_index)
     metric_rate = rate(lambda: paper.update(logits, batch.depth, batch.seg, batch.depth), bs, max(steps, 20),
                         2, hw.device)
 
-    extra = {"raw_png_samples_per_s": raw_decode_rate(cfg)} if cfg.format == "cityscapes" else {}
+    extra = {"raw_png_samples_per_s": raw_decode_rate(data)} if data.format == "cityscapes" else {}
     device_name = torch.cuda.get_device_name(hw.device) if hw.device.type == "cuda" else "cpu"
     return {
         "train_img_per_s": train,
@@ -203,9 +194,9 @@ def bench(cfg: DatasetConfig, hw: Hardware, *, steps: int, warmup: int) -> dict[
         "channels_last": hw.channels_last,
         "compile": hw.compile,
         "batch_size": bs,
-        "shape": [cfg.height, cfg.width],
-        "num_classes": cfg.num_classes,
-        "enc_layers": cfg.enc_layers,
+        "shape": [data.height, data.width],
+        "num_classes": data.num_classes,
+        "enc_layers": cfg.model.enc_layers,
         "steps": steps,
         "threads": torch.get_num_threads(),
         **extra,
@@ -234,11 +225,11 @@ def main() -> None:
     params = load_params(args.params)
     for name in args.dataset or ["cityscapes", "nyu"]:
         cfg = params.dataset(name)
-        changes = {"compile": args.compile or cfg.compile}
+        changes = {"compile": args.compile or cfg.runtime.compile}
         if args.channels_last:
             changes["channels_last"] = args.channels_last
-        cfg = dataclasses.replace(cfg, **changes)
-        hw = resolve(cfg, args.device, amp_override=args.amp)
+        cfg = replace(cfg, **changes)
+        hw = resolve(cfg.runtime, cfg.protocol, args.device, amp_override=args.amp)
         gpu = hw.device.type == "cuda"
         steps = args.steps or (30 if gpu else 3)
         result = bench(cfg, hw, steps=steps, warmup=(10 if hw.compile else 3) if gpu else 1)

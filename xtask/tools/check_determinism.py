@@ -9,9 +9,9 @@ second, the committed metrics within a measured tolerance, is ``xtask.tools.chec
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,14 +20,14 @@ from typing import Callable, Iterator, Optional
 import torch
 import yaml
 
+from xtask.common.cli import run
 from xtask.common.config import read_yaml
 from xtask.common.errors import XTaskError
-import argparse
-from xtask.common.cli import run
+from xtask.runtime.command import run_command
 
 COPIED = ("xtask", "pipeline", "dvc.yaml", "params.yaml", "metrics")
 # The short run: 2 epochs on 16 + 8 generated images (under a minute per run on 2 cores).
-SHORT = {"generate": {"seed": 0, "n_train": 16, "n_val": 8, "height": 128, "width": 256}, "epochs": 2}
+SHORT = {"generate": {"seed": 0, "n_train": 16, "n_val": 8, "height": 128, "width": 256}, "optim": {"epochs": 2}}
 OUTPUTS = ("data/prepared", "models", "evaluation", "metrics", "dvclive")
 
 
@@ -58,7 +58,8 @@ def copy_repository(root: Path, dst: Path, edit_params: Callable[[dict], None], 
 
 def _short_run(params: dict) -> None:
     params.update(run=["synthetic"], methods=["xtask"], seeds=[0])
-    params["synthetic"].update(SHORT)
+    for section, values in SHORT.items():  # each of the synthetic section's sub-sections
+        params["synthetic"][section].update(values)
 
 
 def prepare_copy(root: Path, dst: Path) -> None:
@@ -70,11 +71,7 @@ def run_in(cmd: list[str], cwd: Path) -> str:
     """Run ``cmd`` in ``cwd`` with this interpreter's tools first on PATH (dvc.yaml's `python`); its stdout.
     A failure is one line: the command's tail and its last line of output."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["failed"]
-        raise XTaskError(f"{' '.join(cmd[-3:])} in {cwd}: {last[0]}")
-    return r.stdout
+    return run_command(cmd, f"{' '.join(cmd[-3:])} in {cwd}", cwd=cwd, env=env)
 
 
 def _files(repo: Path) -> dict[str, Path]:

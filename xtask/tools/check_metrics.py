@@ -13,6 +13,7 @@ compared. Whether the code repeats itself bitwise on one machine is the other ch
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -21,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from xtask.common.errors import XTaskError
-import argparse
 from xtask.common.cli import run
+from xtask.common.errors import XTaskError
 
 # where the evaluate stage writes its per-run JSON: plain outputs with `cache: false` in dvc.yaml, so in
 # git (what this compares against) though no DVC metric (that is metrics/summary.json). The train stage's

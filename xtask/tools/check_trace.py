@@ -17,8 +17,8 @@ then the same section with one group of keys changed (``VARIANTS``).
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import math
@@ -29,21 +29,19 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from xtask.common.config import DatasetConfig
+from xtask.common.cli import run
+from xtask.common.config import DatasetConfig, load_params, replace
 from xtask.common.errors import XTaskError
+from xtask.common.io import write_json
 from xtask.common.methods import METHODS
 from xtask.common.prepared import PreparedSplit
+from xtask.core.batches import iterate, make_loader
+from xtask.core.hardware import resolve
+from xtask.core.model import build_model
 from xtask.data.prepare import prepare
 from xtask.data.synthetic import generate
-from xtask.core.batches import batch_spec, iterate, make_loader
-from xtask.core.model import build_model
 from xtask.training.float64 import float64_mode
-from xtask.core.hardware import resolve
-from xtask.training.train import make_optimisation, train_step
-import argparse
-from xtask.common.config import load_params
-from xtask.common.io import write_json
-from xtask.common.cli import run
+from xtask.training.run import TrainingRun
 
 STEPS = 3          # optimiser steps per variant
 IMAGES = 16        # synthetic training images generated: two batches of the default's 8
@@ -60,13 +58,13 @@ SMALL = {"batch_size": 4, "height": 32, "width": 64}
 # GradNorm, none), both protocols and both data formats' batch paths.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("xtask", {}),
-    "gradnorm": ("xtask", {"uncertainty_weights": False, "gradnorm": True}),
+    "gradnorm": ("xtask", {"weighting": "gradnorm"}),
     "losses": ("xtask", {"lp": "logL1", "tdep_loss": "SSIM", "tseg_loss": "kl", "label_smoothing": 0.1}),
-    "corrected": ("xtask", {"protocol": "corrected", "uncertainty_weights": False, "gradnorm": True,
-                            "tseg_loss": "kl", "lp": "smoothL1", "label_smoothing": 0.1}),
-    "corrected-mse": ("xtask", {"protocol": "corrected", "lp": "MSE", "alpha": 0.2, "gamma": 0.3}),
+    "corrected": ("xtask", {"protocol.name": "corrected", "weighting": "gradnorm", "tseg_loss": "kl",
+                            "lp": "smoothL1", "label_smoothing": 0.1}),
+    "corrected-mse": ("xtask", {"protocol.name": "corrected", "lp": "MSE", "alpha": 0.2, "gamma": 0.3}),
     "nyu-format": ("xtask", {"format": "nyu", "num_classes": 13}),
-    "nyu-corrected": ("xtask", {"format": "nyu", "num_classes": 13, "protocol": "corrected"}),
+    "nyu-corrected": ("xtask", {"format": "nyu", "num_classes": 13, "protocol.name": "corrected"}),
     "mtl": ("mtl", {}),
     "stl_seg": ("stl_seg", {}),
     "stl_depth": ("stl_depth", {}),
@@ -149,28 +147,28 @@ def trace_variant(cfg: DatasetConfig, method_name: str, data: TraceData) -> dict
     method = METHODS[method_name]
     with float64_mode():
         torch.manual_seed(0)  # the torchvision initialisers draw; the weights are replaced below
-        model = build_model(cfg, method, pretrained=False)
+        model = build_model(cfg.model, cfg.data.num_classes, method)
         model.load_state_dict(seeded_weights(model, seed=0))
-        hw = resolve(cfg, "cpu")
-        balancer, optimizer, scaler = make_optimisation(cfg, method, model, hw)
+        run = TrainingRun(cfg, method, resolve(cfg.runtime, cfg.protocol, "cpu"), model=model)
+        balancer, optimizer = run.balancer, run.optimizer
         params = [p for p in model.parameters()]
         initial = [p.detach().clone() for p in params]
         grad_norms: list[float] = []
         optimizer.register_step_pre_hook(lambda *_: grad_norms.append(_norm(p.grad for p in params
                                                                                if p.grad is not None)))
-        loader = make_loader(PreparedSplit(data.folder(cfg.format, cfg.height, cfg.width), "train"), cfg.batch_size, shuffle=True,
-                             generator=torch.Generator().manual_seed(0))
-        batches = iterate(loader, torch.device("cpu"), batch_spec(cfg), augment_generator=torch.Generator().manual_seed(1))
+        split = PreparedSplit(data.folder(cfg.data.format, cfg.data.height, cfg.data.width), "train")
+        loader = make_loader(split, cfg.optim.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+        batches = iterate(loader, torch.device("cpu"), run.spec, augment_generator=torch.Generator().manual_seed(1))
         rows: dict[str, list] = {k: [] for k in ("batch", "terms", "total", "balancing", "grad_norm", "param_norm",
                                                  "param_delta_norm")}
         for step in range(STEPS):
             batch = next(batches, None)
             if batch is None:
-                batches = iterate(loader, torch.device("cpu"), batch_spec(cfg),
+                batches = iterate(loader, torch.device("cpu"), run.spec,
                                   augment_generator=torch.Generator().manual_seed(2 + step))
                 batch = next(batches)
             model.train()
-            terms, total = train_step(model, balancer, cfg, hw, batch, optimizer, scaler, method=method)
+            terms, total = run.train_step(batch)
             rows["batch"].append([float(batch.image.sum()), float(batch.depth.sum()), float(batch.seg.sum()),
                                   float(batch.depth_mask.sum()),
                                   -1.0 if batch.seg_mask is None else float(batch.seg_mask.sum())])
@@ -194,7 +192,7 @@ def compute(cfg: DatasetConfig, variants: dict[str, tuple[str, dict[str, Any]]] 
             out = {}
             for name, (method, changes) in variants.items():
                 small = {} if name == "default" else SMALL
-                out[name] = trace_variant(dataclasses.replace(cfg, **small, **changes), method, data)
+                out[name] = trace_variant(replace(cfg, **small, **changes), method, data)
     finally:
         torch.set_num_threads(threads)
     return {"dataset": cfg.name, "steps": STEPS, "tolerance": TOLERANCE, "variants": out}

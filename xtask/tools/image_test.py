@@ -28,6 +28,7 @@ Each step prints its time. A failure is one line naming the step; the engine's o
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -36,12 +37,12 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
+from xtask.common.cli import run
 from xtask.common.config import LaunchConfig
 from xtask.common.errors import XTaskError
 from xtask.runtime import gpu_slots, launch
 from xtask.tools.check_metrics import ROOTS, check
-import argparse
-from xtask.common.cli import run
+from xtask.runtime.command import last_line
 
 DEFAULT_DIR = Path("/var/tmp/xtask-image")
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -142,7 +143,8 @@ class Steps:
         r = subprocess.run(list(argv), env=self.env if env is None else env, **kw)
         if r.returncode != 0:
             raise XTaskError(f"image-test: {step} failed: {argv[0]} {argv[1]} exited {r.returncode}"
-                             + (f": {_last_line(r.stderr)}" if isinstance(r.stderr, str) else " (its output is above)"))
+                             + (f": {last_line(r.stderr, 'no output')}" if isinstance(r.stderr, str)
+                                else " (its output is above)"))
         return r
 
     def timed(self, step: str, fn: Callable[[], object]) -> object:
@@ -151,10 +153,6 @@ class Steps:
         self.times[step] = time.monotonic() - start
         self.say(f"image-test: {step}: {self.times[step]:.0f} s")
         return out
-
-
-def _last_line(text: str) -> str:
-    return (text.strip().splitlines() or ["no output"])[-1]
 
 
 def image_exists(steps: Steps, image: str) -> bool:

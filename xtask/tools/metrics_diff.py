@@ -7,21 +7,15 @@ delta_m): the comment shows what the models learned, not timings or per-run meta
 (.github/workflows/metrics.yml) posts the same text to the pull request.
 """
 import argparse
-import subprocess
 import sys
 
-from xtask.common.errors import XTaskError
-from xtask.common.io import write_text
-
 from xtask.common.cli import run
+from xtask.common.io import write_text
+from xtask.runtime.command import run_command
 
 
 def _dvc(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        last = ((r.stderr or r.stdout).strip().splitlines() or ["failed"])[-1]
-        raise XTaskError(f"dvc {' '.join(args)}: {last}")
-    return r.stdout.strip()
+    return run_command([sys.executable, "-m", "dvc", *args], f"dvc {' '.join(args)}").strip()
 
 
 def diff_markdown(base: str) -> str:

@@ -25,10 +25,12 @@ reason, and the other cases are still checked.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
 import math
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,29 +39,27 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from xtask.common.config import CLASSES, DatasetConfig, parse_dataset
+from xtask.common.cli import run
+from xtask.common.config import CLASSES, OWNER, DatasetConfig, parse_dataset
 from xtask.common.errors import XTaskError
 from xtask.common.labels import cityscapes_lut
 from xtask.common.methods import METHODS
 from xtask.common.metrics import PaperMetrics
 from xtask.common.prepared import to_stored
-from xtask.data import cityscapes, nyu
 from xtask.core.batches import Batch, batch_spec, loss_masks, to_batch
-from xtask.core.model import build_model
-from xtask.training.engine import combine
-from xtask.training.float64 import float64_mode
 from xtask.core.hardware import resolve
-from xtask.training.losses import loss_terms, task_losses
-from xtask.core.model import XTaskOutput, convert_original_state_dict
+from xtask.core.model import XTaskOutput, build_model, convert_original_state_dict
 from xtask.core.model.convert import original_key
-from xtask.training.train import make_optimisation, train_step
+from xtask.core.protocol import protocol_of
 from xtask.core.transforms import Draw
-import argparse
-import sys
-from xtask.common.cli import run
+from xtask.data import cityscapes, nyu
+from xtask.training.float64 import float64_mode
+from xtask.training.losses import LossSpec, loss_terms, task_losses
+from xtask.training.run import TrainingRun
 
 CLASSIC = ("model_parity", "loss_parity", "metric_parity")  # described by MANIFEST.json
 FORMATS = {"cs": "cityscapes", "nyu": "nyu"}
+WEIGHTING = {"none": "none", "uncert": "uncertainty", "gradnorm": "gradnorm"}  # the fixtures' names -> params'
 
 
 @dataclass(frozen=True)
@@ -166,24 +166,28 @@ def seeded_weight(key: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 def _config(name: str, fmt: str, **values: Any) -> DatasetConfig:
-    """A dataset section for one fixture case: protocol original, the original's widths, fp32 on the CPU."""
-    base = {"format": fmt, "input_path": "-", "height": 32, "width": 32, "epochs": 1, "use_pretrain": False,
+    """A dataset section for one fixture case, keys by name (``OWNER`` says their sections): protocol original,
+    the original's widths, fp32 on the CPU."""
+    flat = {"format": fmt, "input_path": "-", "height": 32, "width": 32, "epochs": 1, "use_pretrain": False,
             "batch_size": 2, "lr": 1e-4, "betas": [0.9, 0.99], "scheduler_step_size": 1, "scheduler_gamma": 0.5,
             "alpha": 0.01, "gamma": 0.01, "label_smoothing": 0.0, "lp": "L1", "tdep_loss": "L1", "tseg_loss": "cross",
-            "batch_norm": False, "wider_ttnet": False, "uncertainty_weights": False, "gradnorm": False,
-            "enc_layers": 18, "num_classes": 13 if fmt == "nyu" else 7, "protocol": "original", "decoder_width": 128,
-            "ttnet_width": 64, "amp": "off", "device": "cpu", "channels_last": "off"}
+            "batch_norm": False, "wider_ttnet": False, "weighting": "none", "enc_layers": 18,
+            "num_classes": 13 if fmt == "nyu" else 7, "decoder_width": 128, "ttnet_width": 64, "amp": "off",
+            "device": "cpu", "channels_last": "off", **values}
     # the original's network takes any class count; params.yaml's choices (CLASSES) are the datasets' own
-    num_classes = values.pop("num_classes", base["num_classes"])
-    cfg = parse_dataset(name, {**base, **values, "num_classes": CLASSES[fmt][0]})
-    return dataclasses.replace(cfg, num_classes=num_classes)
+    num_classes, flat["num_classes"] = flat["num_classes"], CLASSES[fmt][0]
+    raw: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        raw.setdefault(OWNER[key], {})[key] = value
+    cfg = parse_dataset(name, raw)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_classes=num_classes))
 
 
 def _seeded_model(cfg: DatasetConfig, method: str, seed: int, keys: Optional[list[str]] = None) -> torch.nn.Module:
     """``cfg``'s network of ``method`` holding the original's seeded weights (keys: the original's
     state_dict names; by default the counterparts of this model's own)."""
     stl_task = None if METHODS[method].multi_task else METHODS[method].tasks[0]
-    model = build_model(cfg, METHODS[method], pretrained=False)
+    model = build_model(cfg.model, cfg.data.num_classes, METHODS[method])
     shapes = {original_key(k, stl_task): tuple(v.shape) for k, v in model.state_dict().items()}
     names = keys if keys is not None else list(shapes)
     missing = sorted(set(shapes) - set(names))
@@ -236,10 +240,10 @@ def _loss_case(d: dict[str, np.ndarray], prefix: str, c: dict) -> list[Compariso
     out = XTaskOutput(t("seg"), t("depth"), t("seg_transferred"), t("depth_transferred"))
     seg_target = t("seg_target")
     seg_mask = (seg_target != c["ignore_index"]).unsqueeze(1) if c["with_seg_mask"] else None
-    terms = loss_terms(out, seg_target, t("depth_target"), t("depth_mask"), seg_mask,
-                       num_classes=c["num_classes"], ignore_index=c["ignore_index"],
-                       label_smoothing=c["label_smoothing"], lp=c["lp"], tseg_loss=c["tseg_loss"],
-                       tdep_loss="SSIM" if c["tdep_loss"] == "ssim" else c["tdep_loss"])
+    targets = Batch(None, seg_target, t("depth_target"), t("depth_mask"), seg_mask)
+    spec = LossSpec(c["num_classes"], c["ignore_index"], c["label_smoothing"], c["lp"], c["tseg_loss"],
+                    "SSIM" if c["tdep_loss"] == "ssim" else c["tdep_loss"])
+    terms = loss_terms(out, targets, spec)
     label, image = task_losses(terms, alpha=c["alpha"], gamma=c["gamma"])
     if c["balance"] == "uncert":
         lv = t("log_vars")
@@ -300,7 +304,7 @@ def _data_case(d: dict[str, np.ndarray], folder: Path, fmt: str, entry: dict) ->
                   height=label.shape[0], width=label.shape[1])
     raw = tuple(torch.from_numpy(a[None]) for a in (image, label, depth)) + ((0, 1),)
     draws = None if entry["augment"] is None else [Draw(**entry["augment"])]
-    b = to_batch(raw, torch.device("cpu"), batch_spec(cfg), draws)
+    b = to_batch(raw, torch.device("cpu"), batch_spec(cfg.data, protocol_of(cfg.protocol)), draws)
     tol = 1e-5  # max |a - b| <= 1e-5 x max |b| (the bilinear resize's float32 rounding)
     comparisons = [rel_max("image", b.image[0], d[prefix + "image"], tol),
                    exact("seg", b.seg[0], d[prefix + "seg"]),
@@ -318,8 +322,7 @@ def _step_config(c: dict) -> DatasetConfig:
     if c["method"] == "xtask":
         values.update({k: c[k] for k in ("batch_norm", "wider_ttnet", "alpha", "gamma", "label_smoothing", "lp",
                                          "tseg_loss", "tdep_loss")},
-                      betas=list(c["betas"]), uncertainty_weights=c["balance"] == "uncert",
-                      gradnorm=c["balance"] == "gradnorm")
+                      betas=list(c["betas"]), weighting=WEIGHTING[c["balance"]])
     return _config("step", fmt, **values)
 
 
@@ -365,13 +368,12 @@ def _step_run(d: dict[str, np.ndarray], prefix: str, c: dict) -> dict[str, Any]:
     dtype = next(iter(params.values())).dtype
     probe = torch.from_numpy(d[prefix + "probe_input"]).to(dtype)
     out: dict[str, Any] = {f"probe_before_{k}": v for k, v in _probe(model, probe, method).items()}
-    hw = resolve(cfg, "cpu")
-    balancer, optimizer, scaler = make_optimisation(cfg, METHODS[method], model, hw)
+    run = TrainingRun(cfg, METHODS[method], resolve(cfg.runtime, cfg.protocol, "cpu"), model=model)
+    balancer, optimizer, spec = run.balancer, run.optimizer, run.spec
     if "l0" in c:  # a GradNorm case entered after epoch 1: the L0 the original's loop holds by then
-        balancer._initial = torch.tensor(c["l0"], dtype=dtype)
+        balancer.set_initial_losses(torch.tensor(c["l0"], dtype=dtype))
     grad_norms: list[list[float]] = []
     optimizer.register_step_pre_hook(lambda *_: grad_norms.append(_norms(p.grad for p in order)))
-    spec = batch_spec(cfg)
     rows: dict[str, list] = {k: [] for k in (
         "loss", "task_weights", "loss_terms", "task_losses", "param_step_norm", "running_mean", "adam_exp_avg_norm",
         "adam_exp_avg_sq_norm", "balance_grad", "balance_adam_exp_avg", "balance_adam_exp_avg_sq",
@@ -389,14 +391,13 @@ def _step_run(d: dict[str, np.ndarray], prefix: str, c: dict) -> dict[str, Any]:
         log_vars_before = None if log_vars is None else log_vars.detach().clone()
         before = [p.detach().clone() for p in order]
         model.train()
-        terms, total = train_step(model, balancer, cfg, hw, Batch(image, seg, depth, depth_mask, seg_mask),
-                                  optimizer, scaler, method=METHODS[method])
+        terms, total = run.train_step(Batch(image, seg, depth, depth_mask, seg_mask))
         rows["loss"].append(total.item())
         rows["task_weights"].append(_task_weights(balancer))
         if METHODS[method].transfer:
             rows["loss_terms"].append([terms[k].item() for k in ("seg", "depth", "seg_transferred",
                                                                   "depth_transferred")])
-            label, image_loss = combine(cfg, terms, METHODS[method])
+            label, image_loss = run.objective.combine(terms)
             if log_vars_before is not None:  # XTaskLoss returns them uncertainty-weighted
                 image_loss = 0.5 * torch.exp(-log_vars_before[0]) * image_loss + log_vars_before[0]
                 label = 0.5 * torch.exp(-log_vars_before[1]) * label + log_vars_before[1]
@@ -427,7 +428,7 @@ def _balance_parameter(balancer, optimizer) -> tuple[Optional[torch.nn.Parameter
     if hasattr(balancer, "log_vars"):
         return balancer.log_vars, optimizer
     if hasattr(balancer, "raw"):
-        return balancer.raw, balancer._optimizer
+        return balancer.raw, balancer.own_optimizer
     return None, None
 
 

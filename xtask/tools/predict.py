@@ -13,6 +13,7 @@ protocol (ImageNet-normalised; NYUv2 under ``protocol: original`` in [0, 1]). Fo
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 from pathlib import Path
@@ -23,21 +24,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from xtask.reporting.colours import colourise_depth, colourise_seg, seg_palette
+from xtask.common.cli import run
 from xtask.common.config import DatasetConfig
-from xtask.data import nyu
+from xtask.common.config import load_params
+from xtask.common.errors import XTaskError
+from xtask.common.io import atomic_path
 from xtask.common.prepared import DEPTH_KINDS
-from xtask.data.resize import resize_nearest
 from xtask.core.batches import normalised_input
+from xtask.core.hardware import resolve
+from xtask.core.predictor import Predictor
 from xtask.core.protocol import protocol_of
 from xtask.core.transforms import to_model_input
-from xtask.common.errors import XTaskError
-from xtask.core.hardware import Hardware, resolve
-from xtask.common.io import atomic_path
-from xtask.core.weights import trained_model
-import argparse
-from xtask.common.config import load_params
-from xtask.common.cli import run
+from xtask.data import nyu
+from xtask.data.resize import resize_nearest
+from xtask.reporting.colours import colourise_depth, colourise_seg, seg_palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -102,13 +102,12 @@ def read_input(path: Path, fmt: str, height: int, width: int) -> np.ndarray:
     return resize_nearest(image, height, width)
 
 
-def predict_image(run_model: torch.nn.Module, hw: Hardware, image: np.ndarray, *, normalise: bool = True
+def predict_image(predictor: Predictor, image: np.ndarray, *, normalise: bool = True
                   ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
     """(class indices int64 (H,W), direct depth float32 (H,W)); None for a task the model lacks.
     ``normalise``: the params' input convention (``normalised_input``), as evaluation feeds it."""
-    x = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None].to(hw.device), normalise)
-    with torch.no_grad(), hw.autocast():
-        out = run_model(hw.input(x), with_transfer=False)
+    x = to_model_input(torch.from_numpy(np.ascontiguousarray(image))[None].to(predictor.hw.device), normalise)
+    out = predictor(x)
     seg = None if out.seg is None else out.seg[0].argmax(0).cpu().numpy().astype(np.int64)
     depth = None if out.depth is None else out.depth[0, 0].float().cpu().numpy()
     return seg, depth
@@ -146,17 +145,16 @@ def write_outputs(out_dir: Path, stem: str, seg: Optional[np.ndarray], depth: Op
 def predict_files(cfg: DatasetConfig, ckpt_path: Path, inputs: Sequence[Path], out_dir: Path, *, raw: bool = False,
                   device_override: Optional[str] = None, progress: bool = True) -> list[Path]:
     """Predict every input (files or folders) with the checkpoint (either format); returns the written paths."""
-    files = expand_inputs(inputs, cfg.format)
-    hw = resolve(cfg, device_override)
-    model, _ = trained_model(cfg, ckpt_path)
-    run_model = hw.model(model).eval()
-    palette, depth_kind = seg_palette(cfg.format, cfg.num_classes), DEPTH_KINDS[cfg.format]
-    normalise = normalised_input(cfg.format, protocol_of(cfg))
+    data = cfg.data
+    files = expand_inputs(inputs, data.format)
+    predictor = Predictor.from_checkpoint(cfg, ckpt_path, resolve(cfg.runtime, cfg.protocol, device_override))
+    palette, depth_kind = seg_palette(data.format, data.num_classes), DEPTH_KINDS[data.format]
+    normalise = normalised_input(data.format, protocol_of(cfg.protocol))
     written: list[Path] = []
     for f in tqdm(files, desc="predict", unit="image", file=sys.stderr, disable=None if progress else True):
         # read before anything is written: an unreadable file leaves no output of its own
-        image = read_input(f, cfg.format, cfg.height, cfg.width)
-        seg, depth = predict_image(run_model, hw, image, normalise=normalise)
+        image = read_input(f, data.format, data.height, data.width)
+        seg, depth = predict_image(predictor, image, normalise=normalise)
         written += write_outputs(out_dir, f.stem, seg, depth, palette=palette, depth_kind=depth_kind, raw=raw)
     return written
 

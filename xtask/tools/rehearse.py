@@ -20,28 +20,29 @@ the routes are what is rehearsed.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from xtask.common.cli import run
 from xtask.common.errors import XTaskError
 from xtask.common.methods import METHODS
 from xtask.data.synthetic import generate, generate_nyu
 from xtask.tools.check_determinism import copy_repository, run_in
-import argparse
-import tempfile
-from xtask.common.cli import run
 
 DATASETS = ("cityscapes", "nyu")
 SEEDS = (0, 1)
 # What -S changes in the paper's sections: a size that trains in seconds on a CPU, on the stand-in data.
-TINY = {"height": 32, "width": 64, "expect_full_size": "false", "epochs": 2, "batch_size": 4, "enc_layers": 18,
-        "decoder_width": 8, "ttnet_width": 4, "workers": 0, "device": "cpu", "scheduler_step_size": 1}
+TINY = {"data.height": 32, "data.width": 64, "data.expect_full_size": "false", "optim.epochs": 2,
+        "optim.batch_size": 4, "optim.scheduler_step_size": 1, "model.enc_layers": 18, "model.decoder_width": 8,
+        "model.ttnet_width": 4, "runtime.workers": 0, "runtime.device": "cpu"}
 RAW = {"n_train": 8, "n_val": 4, "height": 64, "width": 128}  # stand-in images per split, and their size
 JOBS = 2  # queue workers: the 2 cores of the machine this was sized on, one thread each
 QUEUE_DEADLINE_S = 1800

@@ -26,6 +26,7 @@ again. A requeue by SLURM (PreemptMode=REQUEUE) runs the task again in the same 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import getpass
@@ -42,13 +43,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from xtask.common.cli import run
 from xtask.common.config import Params, SlurmConfig
+from xtask.common.config import load_params
 from xtask.common.errors import XTaskError
 from xtask.common.io import write_json, write_text
 from xtask.runtime import slurm
-import argparse
-from xtask.common.config import load_params
-from xtask.common.cli import run
+from xtask.runtime.command import run_command
 
 # this interpreter by an absolute path: task.sh and the steps run it from other folders (`.venv/bin/python -m
 # xtask.tools.sweep` leaves sys.executable relative)
@@ -124,20 +125,12 @@ def latest(repo: Path, cfg: SlurmConfig) -> Path:
 
 
 def _git(args: Sequence[str], cwd: Path) -> str:
-    r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["failed"]
-        raise XTaskError(f"git {' '.join(args[:2])} in {cwd}: {last[0]}")
-    return r.stdout.strip()
+    return run_command(["git", *args], f"git {' '.join(args[:2])} in {cwd}", cwd=cwd, timeout=600).strip()
 
 
 def _dvc(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> str:
-    r = subprocess.run([PYTHON, "-m", "dvc", *args], cwd=cwd, env=dict(env), capture_output=True,
-                       text=True, timeout=3600)
-    if r.returncode != 0:
-        last = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["failed"]
-        raise XTaskError(f"dvc {' '.join(args[:2])} in {cwd}: {last[0]}")
-    return r.stdout
+    return run_command([PYTHON, "-m", "dvc", *args], f"dvc {' '.join(args[:2])} in {cwd}", cwd=cwd, env=env,
+                       timeout=3600)
 
 
 def tool_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -515,7 +508,7 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, default=None,
                         help="the sweep folder (default: the newest under launch.slurm.dir)")
     parser.add_argument("-S", "--set-param", dest="set_params", action="append", default=[], metavar="KEY=VALUE",
-                        help="submit: also passed to every task's dvc exp run (repeatable), e.g. -S nyu.epochs=1")
+                        help="submit: also passed to every task's dvc exp run (repeatable), e.g. -S nyu.optim.epochs=1")
     parser.add_argument("--log", metavar="TASK", default=None,
                         help="status: print this task's log (its name, e.g. nyu-xtask-0) instead of the table")
     parser.add_argument("--lines", type=int, default=40, help="status --log: the last this many lines (default 40)")

@@ -1,26 +1,44 @@
-"""Ways to weigh the label loss against the image loss: fixed, uncertainty weights, GradNorm (Chen et
-al. 2018, and the original code's version of it, which ``protocol: original`` trains with)."""
+"""Ways to weigh the label loss against the image loss (``balancing.weighting``): none, uncertainty weights,
+GradNorm (Chen et al. 2018, and the original code's version of it, which ``protocol: original`` trains with).
+
+Each is a ``Balancer``, registered under its params name; ``make_balancer`` builds the one a run asks for."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xtask.common.config import WEIGHTINGS, BalancingConfig
 from xtask.common.errors import XTaskError
+from xtask.core.distributed import World
+from xtask.core.protocol import Protocol
 
 
-class FixedWeights(nn.Module):
-    """The plain sum ``label_loss + image_loss``."""
+class Balancer(nn.Module):
+    """The interface a training run drives, in this order per step: ``backward`` (the balanced loss's
+    gradients, averaged over data-parallel ranks where the balancer's own need it), the model's optimiser
+    step, ``after_step``. ``start_epoch`` comes before an epoch's first step; ``combine`` is the balanced
+    loss without gradients (validation); ``weights`` what the per-epoch log shows. Its parameters are
+    trained by the model's optimiser unless ``model_optimised`` says otherwise."""
+
+    def __init__(self, world: World = World()):
+        super().__init__()
+        self._world = world
 
     def combine(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
-        return label_loss + image_loss
+        raise NotImplementedError
 
     def backward(self, label_loss: torch.Tensor, image_loss: torch.Tensor, scaler=None) -> torch.Tensor:
         """Backpropagate the combined loss (through ``scaler`` for fp16); return it, detached."""
         total = self.combine(label_loss, image_loss)
         (scaler.scale(total) if scaler is not None else total).backward()
+        if self._world.distributed:  # DDP averages the model's gradients, not ours
+            for p in self.parameters():
+                if p.grad is not None:
+                    p.grad = self._world.mean(p.grad)
         return total.detach()
 
     def after_step(self) -> None:
@@ -33,26 +51,54 @@ class FixedWeights(nn.Module):
         """The parameters the model's optimiser trains along with the model (and its LR schedule)."""
         return list(self.parameters())
 
-    def sync_grads(self, world) -> None:
-        """Average our own parameters' gradients over data-parallel ranks (DDP only covers the model's)."""
-        if world.distributed:
-            for p in self.parameters():
-                if p.grad is not None:
-                    p.grad = world.mean(p.grad)
-
     def weights(self) -> dict[str, float]:
         return {}
 
 
-class UncertaintyWeights(FixedWeights):
+@dataclass(frozen=True)
+class Context:
+    """What a balancer may be built from: the run's network, its ``balancing`` section, the model's learning
+    rate, the protocol and the data-parallel ranks."""
+    model: nn.Module
+    balancing: BalancingConfig
+    lr: float
+    protocol: Protocol
+    world: World = World()
+
+
+BALANCERS: dict[str, Callable[[Context], Balancer]] = {}
+
+
+def register(name: str):
+    def add(build: Callable[[Context], Balancer]) -> Callable[[Context], Balancer]:
+        BALANCERS[name] = build
+        return build
+    return add
+
+
+def make_balancer(weighting: str, context: Context) -> Balancer:
+    """The balancer registered as ``weighting`` (one of params.yaml's ``balancing.weighting`` choices)."""
+    if weighting not in BALANCERS:
+        raise ValueError(f"balancing.weighting: expected one of {list(BALANCERS)}, got {weighting!r}")
+    return BALANCERS[weighting](context)
+
+
+class FixedWeights(Balancer):
+    """The plain sum ``label_loss + image_loss``."""
+
+    def combine(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
+        return label_loss + image_loss
+
+
+class UncertaintyWeights(Balancer):
     """Kendall et al. 2018: learnable log-variances, optimised with the model.
 
     ``log_vars[0]`` belongs to the image (depth) loss and ``log_vars[1]`` to the label (seg) loss,
     as in the original's checkpoints and logs: L = 0.5 exp(-s) L_task + s for each task.
     """
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, world: World = World()):
+        super().__init__(world)
         self.log_vars = nn.Parameter(torch.zeros(2))
 
     def combine(self, label_loss: torch.Tensor, image_loss: torch.Tensor) -> torch.Tensor:
@@ -66,7 +112,7 @@ class UncertaintyWeights(FixedWeights):
         return {"sigma_depth": sig[0], "sigma_seg": sig[1]}
 
 
-class GradNorm(FixedWeights):
+class GradNorm(Balancer):
     """Chen et al. 2018: task weights trained so that the tasks' gradient norms on a shared layer
     (the encoder's last conv, as the original) grow in proportion to their relative inverse training rates.
 
@@ -78,12 +124,11 @@ class GradNorm(FixedWeights):
     gradients and losses (``world``) first, so every rank derives the same weights from the global batch.
     """
 
-    def __init__(self, shared: nn.Parameter, alpha: float = 1.5, world=None):
-        super().__init__()
+    def __init__(self, shared: nn.Parameter, alpha: float = 1.5, world: World = World()):
+        super().__init__(world)
         self.task_weights = nn.Parameter(torch.ones(2))
         self.alpha = alpha
         self._shared = [shared]  # a list, so the encoder weight is not registered as our parameter
-        self._world = world
         self.register_buffer("initial_losses", torch.zeros(2))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
@@ -94,7 +139,7 @@ class GradNorm(FixedWeights):
         if scaler is not None:
             raise ValueError("GradNorm does not support fp16 loss scaling")
         shared = self._shared[0]
-        mean = self._world.mean if self._world is not None else (lambda t: t)
+        mean = self._world.mean if self._world.distributed else (lambda t: t)
         losses = torch.stack([label_loss, image_loss])
         global_losses = mean(losses.detach())
         # the first call records the initial losses; torch.where keeps the host out of it (no sync)
@@ -111,11 +156,9 @@ class GradNorm(FixedWeights):
         # model parameters get the weighted task gradient; the weights only the GradNorm gradient
         total = (self.task_weights.detach() * losses).sum()
         total.backward()
+        # from rank-averaged quantities: the same on every rank, nothing to average
         self.task_weights.grad = weight_grad
         return total.detach()
-
-    def sync_grads(self, world) -> None:
-        pass  # the weights' gradient is computed from rank-averaged quantities: already the same everywhere
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -127,7 +170,7 @@ class GradNorm(FixedWeights):
         return {"weight_seg": w[0], "weight_depth": w[1]}
 
 
-class OriginalGradNorm(FixedWeights):
+class OriginalGradNorm(Balancer):
     """GradNorm exactly as the original's ``compute_loss_with_gradnorm`` (main_cross_cs.py and
     main_cross_nyu.py) does it, for ``protocol: original`` (``Protocol.clean_gradnorm`` lists how it
     departs from Chen et al. 2018):
@@ -156,6 +199,15 @@ class OriginalGradNorm(FixedWeights):
         # the last step's GradNorm quantities, detached ([depth side, seg side]): what the parity check
         # compares with the original's; kept on the device, so recording them costs no host sync
         self.last: dict[str, torch.Tensor] = {}
+
+    @property
+    def own_optimizer(self) -> torch.optim.Adam:
+        """The raw weights' own Adam (the parity check reads its moments)."""
+        return self._optimizer
+
+    def set_initial_losses(self, losses: torch.Tensor) -> None:
+        """The L0 the original's loop holds after epoch 1 (a parity case that starts later sets it)."""
+        self._initial = losses.to(self.raw.device)
 
     def effective(self) -> torch.Tensor:
         """t, differentiable in the raw weights (in the original's order of operations)."""
@@ -200,9 +252,6 @@ class OriginalGradNorm(FixedWeights):
                      "lgrad": lgrad.detach(), "weights_raw": self.raw.detach().clone()}
         return ((t[0] * image_loss).detach() + (t[1] * label_loss).detach())
 
-    def sync_grads(self, world) -> None:
-        pass  # refused under DDP (make_balancer)
-
     def after_step(self) -> None:
         self._renormalised = True
 
@@ -226,20 +275,27 @@ class OriginalGradNorm(FixedWeights):
         return out
 
 
-def make_balancer(kind: str, model, *, gradnorm_alpha: float = 1.5, lr: float = 1e-4, original: bool = False,
-                  world=None) -> FixedWeights:
-    """The balancer of ``kind`` for ``model`` (GradNorm measures its encoder); ``original``: GradNorm as
-    the original code does it (protocol original). ``world``: the data-parallel ranks (None: one process)."""
-    if kind == "none":
-        return FixedWeights()
-    if kind == "uncertainty":
-        return UncertaintyWeights()
-    if kind == "gradnorm" and original:
-        if world is not None and world.distributed:
-            raise XTaskError("gradnorm under protocol original takes second-order gradients through one process's "
-                             "graph, which DDP cannot reproduce exactly; train it in one process "
-                             "(launch.nproc_per_node: 1) or use protocol: corrected")
-        return OriginalGradNorm(model.encoder.layer4[-1].conv2.weight, lr)
-    if kind == "gradnorm":
-        return GradNorm(model.encoder.last_conv().weight, alpha=gradnorm_alpha, world=world)
-    raise ValueError(f"balancing: expected none, uncertainty or gradnorm, got {kind!r}")
+@register("none")
+def _none(context: Context) -> Balancer:
+    return FixedWeights(context.world)
+
+
+@register("uncertainty")
+def _uncertainty(context: Context) -> Balancer:
+    return UncertaintyWeights(context.world)
+
+
+@register("gradnorm")
+def _gradnorm(context: Context) -> Balancer:
+    """GradNorm on the encoder's last conv; as the original code does it under ``protocol: original``."""
+    if context.protocol.clean_gradnorm:
+        return GradNorm(context.model.encoder.last_conv().weight, alpha=context.balancing.gradnorm_alpha,
+                        world=context.world)
+    if context.world.distributed:
+        raise XTaskError("gradnorm under protocol original takes second-order gradients through one process's "
+                         "graph, which DDP cannot reproduce exactly; train it in one process "
+                         "(launch.nproc_per_node: 1) or use protocol.name: corrected")
+    return OriginalGradNorm(context.model.encoder.layer4[-1].conv2.weight, context.lr)
+
+
+assert tuple(BALANCERS) == WEIGHTINGS, "params.yaml's balancing.weighting choices are the registered balancers"

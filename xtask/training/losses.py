@@ -6,13 +6,17 @@ original's (which reshapes (N, C, H, W) with ``view(N, H*W, C)`` and so mixes cl
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from xtask.common.config import LP_LOSSES, TDEP_LOSSES, TSEG_LOSSES
+from xtask.common.config import LP_LOSSES, TDEP_LOSSES, TSEG_LOSSES, DataConfig, LossConfig
+from xtask.common.methods import DEPTH, SEG, Method
+from xtask.core.batches import Batch
 from xtask.core.model import XTaskOutput
+from xtask.core.protocol import Protocol
 
 
 
@@ -96,15 +100,31 @@ def original_kl_loss(logits: torch.Tensor, target: torch.Tensor, mask: Optional[
     return F.kl_div(F.log_softmax(predicted * mask, dim=2), prob, reduction="batchmean")
 
 
-def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.Tensor, depth_mask: torch.Tensor,
-               seg_mask: Optional[torch.Tensor] = None, *, num_classes: int, ignore_index: int,
-               label_smoothing: float = 0.0, lp: str = "L1", tseg_loss: str = "cross", tdep_loss: str = "L1",
-               original_kl: bool = False, seg_denominator: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class LossSpec:
+    """How the terms are computed: the ``loss`` section's choices, the labels' classes and ignore index, and
+    whether the transferred-seg KL is the original's (``Protocol.per_pixel_kl`` off)."""
+    num_classes: int
+    ignore_index: int
+    label_smoothing: float = 0.0
+    lp: str = "L1"
+    tseg_loss: str = "cross"
+    tdep_loss: str = "L1"
+    original_kl: bool = False
+
+    @classmethod
+    def of(cls, loss: LossConfig, data: DataConfig, protocol: Protocol) -> "LossSpec":
+        return cls(data.num_classes, data.ignore_index, loss.label_smoothing, loss.lp, loss.tseg_loss, loss.tdep_loss,
+                   original_kl=not protocol.per_pixel_kl)
+
+
+def loss_terms(out: XTaskOutput, batch: Batch, spec: LossSpec, seg_denominator: Optional[torch.Tensor] = None
+               ) -> dict[str, torch.Tensor]:
     """The four scalar loss terms.
 
     Transferred predictions are compared with the *detached* direct predictions: the transferred seg
     with the argmax of the direct seg, the transferred depth with the direct depth.
-    Shapes: seg_target (N, H, W) int64; depth_target, depth_mask, seg_mask (N, 1, H, W).
+    The batch's targets: seg (N, H, W) int64; depth, depth_mask, seg_mask (N, 1, H, W); its image is not read.
 
     The seg term is a mean over the batch's labelled pixels, so a slice of a batch (a data-parallel
     rank's) cannot compute it alone: ``seg_denominator`` replaces the slice's labelled-pixel count
@@ -113,6 +133,8 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
     # Computed in fp32 whatever the autocast dtype, so that bf16 training sees the same losses (and in
     # float64 when the model is: the parity and trace checks). A single-task network has one of the two
     # outputs only (the other is None).
+    seg_target, depth_target, depth_mask, seg_mask = batch.seg, batch.depth, batch.depth_mask, batch.seg_mask
+    num_classes, ignore_index, label_smoothing = spec.num_classes, spec.ignore_index, spec.label_smoothing
     seg = _at_least_fp32(out.seg)
     depth = _at_least_fp32(out.depth)
     terms = {}
@@ -120,22 +142,22 @@ def loss_terms(out: XTaskOutput, seg_target: torch.Tensor, depth_target: torch.T
         terms["seg"] = (F.cross_entropy(seg, seg_target, ignore_index=ignore_index) if seg_denominator is None else
                         F.cross_entropy(seg, seg_target, ignore_index=ignore_index, reduction="sum") / seg_denominator)
     if depth is not None:
-        terms["depth"] = depth_loss(depth, depth_target, depth_mask, lp)
-    if out.seg_transferred is not None and tseg_loss == "kl" and original_kl:
+        terms["depth"] = depth_loss(depth, depth_target, depth_mask, spec.lp)
+    if out.seg_transferred is not None and spec.tseg_loss == "kl" and spec.original_kl:
         terms["seg_transferred"] = original_kl_loss(_at_least_fp32(out.seg_transferred), seg.detach().argmax(dim=1), seg_mask,
                                                     num_classes=num_classes, smoothing=label_smoothing)
     elif out.seg_transferred is not None:
         terms["seg_transferred"] = transferred_seg_loss(
             _at_least_fp32(out.seg_transferred), seg.detach().argmax(dim=1), seg_mask,
-            num_classes=num_classes, smoothing=label_smoothing, kind=tseg_loss)
+            num_classes=num_classes, smoothing=label_smoothing, kind=spec.tseg_loss)
     if out.depth_transferred is not None:
         pred_t, ref = _at_least_fp32(out.depth_transferred), depth.detach()
-        if tdep_loss == "L1":
+        if spec.tdep_loss == "L1":
             terms["depth_transferred"] = depth_loss(pred_t, ref, depth_mask, "L1")
-        elif tdep_loss.upper() == "SSIM":  # the original spells it "ssim"
+        elif spec.tdep_loss.upper() == "SSIM":  # the original spells it "ssim"
             terms["depth_transferred"] = ssim_loss(pred_t, ref, depth_mask)
         else:
-            raise ValueError(f"tdep_loss: expected one of {TDEP_LOSSES}, got {tdep_loss!r}")
+            raise ValueError(f"tdep_loss: expected one of {TDEP_LOSSES}, got {spec.tdep_loss!r}")
     return terms
 
 
@@ -153,3 +175,27 @@ def task_losses(terms: dict[str, torch.Tensor], *, alpha: float, gamma: float) -
     label = (1 - alpha) * terms["seg"] + alpha * terms["depth_transferred"]
     image = (1 - gamma) * terms["depth"] + gamma * terms["seg_transferred"]
     return label, image
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What one run minimises, worked out once: its method's loss terms and their (label, image) losses."""
+    spec: LossSpec
+    alpha: float
+    gamma: float
+    method: Method
+
+    @classmethod
+    def of(cls, loss: LossConfig, data: DataConfig, protocol: Protocol, method: Method) -> "Objective":
+        return cls(LossSpec.of(loss, data, protocol), loss.alpha, loss.gamma, method)
+
+    def terms(self, out: XTaskOutput, batch: Batch, seg_denominator: Optional[torch.Tensor] = None
+              ) -> dict[str, torch.Tensor]:
+        return loss_terms(out, batch, self.spec, seg_denominator)
+
+    def combine(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label loss, image loss) of the method; a task the method lacks contributes a zero."""
+        if self.method.transfer:
+            return task_losses(terms, alpha=self.alpha, gamma=self.gamma)
+        zero = next(iter(terms.values())).new_zeros(())
+        return terms.get(SEG, zero), terms.get(DEPTH, zero)

@@ -2,7 +2,7 @@
 
 The state lives in a scratch folder outside DVC's outputs, keyed by what the run's result depends on:
 ``<scratch>/<dataset>-<method>-seed<k>/<hash>/state.pt``, the hash over the train stage's params
-(``STAGE_KEYS["train"]``), the seed, the method, the prepared data's metadata and the sources of the
+(the sections ``TRAINED``), the seed, the method, the prepared data's metadata and the sources of the
 code units the train stage depends on (``TRAIN_CODE``, the same as its code deps in dvc.yaml). So a run
 resumes only a state of the very same run, never mixes in another, and DVC's outputs (``models/``) stay
 ordinary cached outputs that its run-cache can restore. The folder is removed once the run finished
@@ -14,7 +14,6 @@ position in the epoch, the best model so far and the per-epoch log) is written a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -25,7 +24,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from xtask.common.config import DatasetConfig
+from xtask.common.config import TRAINED, DatasetConfig
 from xtask.common.digest import code_hash, config_hash
 from xtask.core import checkpoint
 
@@ -37,7 +36,7 @@ STATE = "state.pt"
 
 def hashed_config(cfg: DatasetConfig, seed: int, method: str, data_meta: dict[str, Any]) -> dict[str, Any]:
     """Everything the run's result depends on, as plain values."""
-    return {**cfg.stage_values("train"), "dataset": cfg.name, "seed": seed, "method": method,
+    return {**cfg.sections(TRAINED), "dataset": cfg.name, "seed": seed, "method": method,
             "data": data_meta, "code": code_hash(TRAIN_CODE)}
 
 
@@ -50,13 +49,26 @@ def run_config(hashed: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    """A hashed config's values by ``section.key`` (its params sections flattened one level)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and k != "data":
+            out.update({f"{k}.{sub}": x for sub, x in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    old, new = _flat(old), _flat(new)
     return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str))
 
 
 def describe_change(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
-    """``alpha 0.01 -> 0.5, code 'a1b2' -> 'c3d4'``: what differs between two hashed configs."""
-    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed_keys(old, new)[:limit])
+    """``loss.alpha 0.01 -> 0.5, code 'a1b2' -> 'c3d4'``: what differs between two hashed configs."""
+    old_flat, new_flat = _flat(old), _flat(new)
+    return ", ".join(f"{k} {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed_keys(old, new)[:limit])
 
 
 class Scratch:

@@ -63,8 +63,8 @@ class ResNetEncoder(nn.Module):
         if not file.is_file():
             url = _weights_enum(enc_layers).url
             raise XTaskError(
-                f"use_pretrain: ImageNet weights for ResNet{enc_layers} not found at {file}; "
-                f"download {url} to that path (or set pretrained_path), or set use_pretrain: false")
+                f"init.use_pretrain: ImageNet weights for ResNet{enc_layers} not found at {file}; "
+                f"download {url} to that path (or set init.pretrained_path), or set init.use_pretrain: false")
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:  # a corrupt or non-tensor file: say which
