@@ -225,7 +225,7 @@ def docker_route(steps: Steps, work: Path, repo: Path) -> None:
         while not sock.exists():
             if service.poll() is not None or time.monotonic() > deadline:
                 raise XTaskError(f"image-test: docker route failed: podman system service did not start: "
-                                 f"{_last_line(service.stderr.read() if service.poll() is not None else '')}")
+                                 f"{last_line(service.stderr.read() if service.poll() is not None else '', 'no output')}")
             time.sleep(0.2)
         env = {**steps.env, "DOCKER_HOST": f"unix://{sock}"}
         probe = docker_probe_argv(repo, IMAGE, env)
@@ -233,8 +233,8 @@ def docker_route(steps: Steps, work: Path, repo: Path) -> None:
         out = steps.run("docker route", probe, env=env, capture_output=True, text=True).stdout
         want = probe_line(launch.container_ulimits()["nofile"])
         if want not in out:
-            raise XTaskError(f"image-test: docker route failed: the probe printed {_last_line(out)!r}, not {want!r}")
-        steps.say(f"image-test: docker route: {_last_line(out)}")
+            raise XTaskError(f"image-test: docker route failed: the probe printed {last_line(out, 'no output')!r}, not {want!r}")
+        steps.say(f"image-test: docker route: {last_line(out, 'no output')}")
         # What the engine made of --gpus all: Docker keeps it as a device request for the NVIDIA runtime;
         # podman 4.3's socket drops it without a word, so no GPU would reach the container. Reported,
         # not failed: there is no GPU here either way.
