@@ -352,6 +352,18 @@ OWNER = {f.name: s for s, cls in SECTIONS.items() for f in dataclasses.fields(cl
 assert len(OWNER) == sum(len(dataclasses.fields(c)) for c in SECTIONS.values()), "a key name in two sections"
 
 
+def by_key(config: dict[str, Any], whole: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config of plain values (a run config, a hashed config) by ``section.key``: each section flattened one
+    level, the entries named in ``whole`` kept as they are."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and k not in whole:
+            out.update({f"{k}.{sub}": x for sub, x in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
 def as_params(cfg: DatasetConfig) -> dict[str, Any]:
     """The section as params.yaml would hold it (plain values, lists for tuples)."""
     def plain(v):
@@ -370,10 +382,10 @@ def replace(cfg: DatasetConfig, **changes: Any) -> DatasetConfig:
     raw = as_params(cfg)
     for key, value in changes.items():
         where, _, name = key.rpartition(".")
-        if (where or OWNER.get(name)) not in SECTIONS or name not in {f.name for f in
-                                                                     dataclasses.fields(SECTIONS[where or OWNER[name]])}:
+        section_name = where or OWNER.get(name)
+        if section_name not in SECTIONS or name not in raw[section_name]:  # raw holds every key of a section
             raise XTaskError(f"{key}: no such key in a dataset section (keys: {', '.join(sorted(OWNER))})")
-        raw[where or OWNER[name]][name] = list(value) if isinstance(value, tuple) else value
+        raw[section_name][name] = list(value) if isinstance(value, tuple) else value
     return parse_dataset(cfg.name, raw)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from xtask.common.config import by_key
 from xtask.common.errors import XTaskError
 from xtask.common.methods import METHODS
 
@@ -198,23 +199,12 @@ def _value(v: Any) -> str:
     return json.dumps(v, default=str)
 
 
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """A run config's values by ``section.key`` (its params sections flattened one level)."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{sub}": x for sub, x in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
 def config_differences(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """{config id: 'loss.alpha 0.02, code "1a2b..."'}: each config's values of the keys on which the configs
     differ (up to DIFFERS_SHOWN keys; a section's keys as ``section.key``); '' for a lone config."""
     if len(configs) < 2:
         return {cid: "" for cid in configs}
-    configs = {cid: _flat(c) for cid, c in configs.items()}
+    configs = {cid: by_key(c) for cid, c in configs.items()}
     keys = sorted({k for c in configs.values() for k in c})
     differ = [k for k in keys if len({_value(c.get(k)) for c in configs.values()}) > 1]
     more = f" (+{len(differ) - DIFFERS_SHOWN} more keys)" if len(differ) > DIFFERS_SHOWN else ""

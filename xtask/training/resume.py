@@ -24,7 +24,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from xtask.common.config import TRAINED, DatasetConfig
+from xtask.common.config import TRAINED, DatasetConfig, by_key
 from xtask.common.digest import code_hash, config_hash
 from xtask.core import checkpoint
 
@@ -49,26 +49,13 @@ def run_config(hashed: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    """A hashed config's values by ``section.key`` (its params sections flattened one level)."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict) and k != "data":
-            out.update({f"{k}.{sub}": x for sub, x in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
-def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    old, new = _flat(old), _flat(new)
-    return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str))
-
-
 def describe_change(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
-    """``loss.alpha 0.01 -> 0.5, code 'a1b2' -> 'c3d4'``: what differs between two hashed configs."""
-    old_flat, new_flat = _flat(old), _flat(new)
-    return ", ".join(f"{k} {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed_keys(old, new)[:limit])
+    """``loss.alpha 0.01 -> 0.5, code 'a1b2' -> 'c3d4'``: what differs between two hashed configs (the prepared
+    data's metadata compared as one value)."""
+    old, new = by_key(old, whole=("data",)), by_key(new, whole=("data",))
+    changed = [k for k in sorted(set(old) | set(new))
+               if json.dumps(old.get(k), default=str) != json.dumps(new.get(k), default=str)]
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:limit])
 
 
 class Scratch:
